@@ -1,0 +1,380 @@
+"""`edgemm convert`: load -> quantize -> export -> validate -> gate, with a report.
+
+Artifacts (in the output directory):
+  float.tflite, int8.tflite    float and full-int8 TFLite (Keras sources only)
+  float.onnx, int8.onnx        float and int8 QDQ ONNX (per-channel weights)
+  manifest.json                what the runtime needs (edgemm.manifest)
+  report.json                  everything measured, also printed as a summary
+  int8_edgetpu_report.txt      predicted Edge TPU mapping, compiler-log style
+Every artifact is validated by running it in the runtime the device uses
+(LiteRT, ONNX Runtime) in a separate process, on held-out samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from converters import calibration, export, layer_error
+from converters.sources import SourceModel, load_source
+from edgemm import __version__, cpu_features, edgetpu
+from edgemm.atomic import atomic_path, write_json
+from edgemm.backends.isolated import describe_tflite, run_isolated
+from edgemm.errors import GateError, InputError
+from edgemm.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
+
+REPORT_SCHEMA_VERSION = 1
+TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
+# An int8 ONNX model that agrees less with the float model when run with ONNX Runtime's int8
+# kernels than when its QDQ graph is evaluated in float (fake quantization) by more than this
+# many points has met kernel saturation, not quantization error.
+SATURATION_POINTS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    calib: Path | None = None  # .npz keyed by input name; default: AV-digits for the reference inputs
+    val: Path | None = None  # .npz for validation; default: AV-digits test set, or the rest of --calib
+    data_dir: Path | None = None
+    calib_samples: int = 300
+    method: str = "minmax"
+    per_channel: bool = True
+    reduce_range: str = "auto"  # auto | on | off
+    keep_float: tuple[str, ...] | str = ()  # ONNX node names, or "auto"
+    max_accuracy_drop: float | None = None  # accuracy points, int8 artifacts vs float source
+    max_size: int | None = None  # bytes, each int8 artifact
+    require_edgetpu_mappable: bool = False
+    formats: tuple[str, ...] = ("tflite", "onnx")
+    sidecar: Path | None = None
+    labels: tuple[str, ...] | None = None
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"edgemm": __version__, "python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _load_data(source: SourceModel, options: ConvertOptions) -> tuple[calibration.Samples, calibration.Samples]:
+    if options.calib is not None:
+        samples = calibration.check_samples(calibration.load_npz(options.calib), source.inputs, str(options.calib))
+        if options.val is not None:
+            val = calibration.check_samples(calibration.load_npz(options.val), source.inputs, str(options.val))
+            return samples.take(slice(0, options.calib_samples)), val
+        return calibration.split_npz(samples, options.calib_samples)
+    spec = source.spec
+    reference = spec is not None and source.inputs == {
+        "image": spec.image.input_shape, "audio": spec.audio.feature_shape}
+    if not reference:
+        raise InputError(f"{source.path}: inputs {source.inputs} are not the AV-digits inputs; give --calib FILE.npz "
+                         "with one array per input (and optionally 'label')")
+    from edgemm.datasets.avdigits import resolve_data_dir
+
+    calib, val = calibration.avdigits_sets(resolve_data_dir(options.data_dir), spec, options.calib_samples)
+    if options.val is not None:
+        val = calibration.check_samples(calibration.load_npz(options.val), source.inputs, str(options.val))
+    return calib, val
+
+
+def _scores(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    (value,) = outputs.values()
+    return value.reshape(len(value), -1)
+
+
+def _metrics(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict:
+    top1 = scores.argmax(1)
+    out = {
+        "agreement": round(float(np.mean(top1 == reference.argmax(1))), 4),
+        "max_abs_diff": round(float(np.max(np.abs(scores - reference))), 5),
+    }
+    out["accuracy"] = None if labels is None else round(float(np.mean(top1 == labels)), 4)
+    return out
+
+
+class _Run:
+    """One conversion: holds the source, data, output directory and what was measured."""
+
+    def __init__(self, model: Path, out_dir: Path, options: ConvertOptions, log: Callable[[str], None]):
+        self.options, self.log, self.out = options, log, Path(out_dir)
+        self.stages: dict[str, float] = {}
+        self.artifacts: dict[str, dict] = {}
+        self.notes: list[str] = []
+        self.model_path = Path(model)
+
+    def stage(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - start, 2)
+        return result
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self, key: str, kind: str, path: Path, backend_options: dict | None = None) -> dict:
+        self.log(f"  validating {path.name} in {kind} on {len(self.val)} held-out samples")
+        outputs, info = self.stage("validate", run_isolated, kind, path, self.val.inputs, backend_options)
+        entry = self.artifacts.setdefault(key, {})
+        entry.update(_metrics(_scores(outputs), self.reference, self.val.labels))
+        entry.update({"backend": info["backend"], "inputs": info["inputs"], "outputs": info["outputs"],
+                      "median_invoke_ms": info["median_ms"]})
+        return entry
+
+    def record(self, key: str, path: Path, fmt: str, precision: str, **extra) -> None:
+        entry = self.artifacts.setdefault(key, {})
+        entry.update({"file": path.name, "format": fmt, "precision": precision,
+                      "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}, **extra)
+
+    # -- the steps --------------------------------------------------------------------------------
+    def run(self) -> dict:
+        o = self.options
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log(f"loading {self.model_path}")
+        self.source = source = self.stage("load", load_source, self.model_path, o.sidecar, o.labels)
+        self.log(f"  {source.kind} model, inputs {source.inputs}, {len(source.labels)} classes")
+        self.calib, self.val = self.stage("data", _load_data, source, o)
+        self.log(f"calibration: {self.calib.source}; validation: {self.val.source}")
+        self.reference = self.stage("float_reference", self.float_reference)
+        ref_acc = None if self.val.labels is None else float(np.mean(self.reference.argmax(1) == self.val.labels))
+
+        if source.kind == "keras" and "tflite" in o.formats:
+            self.tflite()
+        elif "tflite" in o.formats:
+            self.notes.append("TFLite artifacts need a Keras source (no ONNX -> TFLite converter in this stack); "
+                              "only ONNX artifacts were made")
+        if "onnx" in o.formats:
+            self.onnx()
+
+        report = {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "source": {"path": str(source.path), "kind": source.kind, "sha256": source.sha256,
+                       "inputs": {k: list(v) for k, v in source.inputs.items()}, "labels": list(source.labels)},
+            "data": {"calibration": self.calib.source, "validation": self.val.source,
+                     "calibration_samples": len(self.calib), "validation_samples": len(self.val)},
+            "float_accuracy": None if ref_acc is None else round(ref_acc, 4),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(o).items()},
+            "cpu": {"model": cpu_features.cpu_model(), "int8_dot_product": cpu_features.has_int8_dot_product()},
+            "artifacts": self.artifacts,
+            "notes": self.notes,
+            "tools": tool_versions(),
+        }
+        for entry in self.artifacts.values():
+            if ref_acc is not None and entry.get("accuracy") is not None:
+                entry["accuracy_drop_points"] = round(100 * (ref_acc - entry["accuracy"]), 2)
+        report["gates"] = check_gates(self.artifacts, o)
+        self.stages["total"] = round(time.perf_counter() - started, 2)
+        report["stage_seconds"] = self.stages
+        self.write_manifest(report)
+        write_json(self.out / "report.json", report)
+        return report
+
+    def float_reference(self) -> np.ndarray:
+        if self.source.kind == "keras":
+            return self.source.keras_model.predict(self.val.inputs, batch_size=256, verbose=0).reshape(len(self.val), -1)
+        outputs, _ = run_isolated("onnxruntime", self.source.path, self.val.inputs)
+        return _scores(outputs)
+
+    def tflite(self) -> None:
+        model, calib = self.source.keras_model, self.calib.inputs
+        float_path, int8_path = self.out / "float.tflite", self.out / "int8.tflite"
+        self.log("exporting float TFLite")
+        self.stage("export_tflite", export.write_tflite, model, float_path, None)
+        self.record("float_tflite", float_path, "tflite", "float32")
+        self.validate("float_tflite", "litert", float_path)
+        self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples, keyed by input name)")
+        self.stage("quantize_tflite", export.write_tflite, model, int8_path, calib, True)
+        self.record("int8_tflite", int8_path, "tflite", "int8", quantization={"scheme": "full-int8 PTQ",
+                    "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor asymmetric"})
+        self.validate("int8_tflite", "litert", int8_path)
+        self.edgetpu(int8_path)
+
+    def edgetpu(self, int8_path: Path) -> None:
+        ops = [edgetpu.Op(op["index"], op["name"],
+                          tuple(edgetpu.Tensor(t["dtype"], tuple(t["shape"]), t["constant"]) for t in op["inputs"]),
+                          tuple(edgetpu.Tensor(t["dtype"], tuple(t["shape"]), t["constant"]) for t in op["outputs"]))
+               for op in describe_tflite(int8_path)]
+        verdicts = edgetpu.analyze(ops)
+        log_path = self.out / "int8_edgetpu_report.txt"
+        with atomic_path(log_path) as tmp:
+            tmp.write_text(f"edgemm Edge TPU compatibility (predicted from published constraints): {int8_path.name}\n\n"
+                           + edgetpu.format_log(verdicts) + "\n")
+        result = edgetpu.summary(verdicts) | {"report": log_path.name, "compiler": None}
+        compiler = shutil.which("edgetpu_compiler")
+        if compiler:
+            proc = subprocess.run([compiler, "-s", "-o", str(self.out), str(int8_path)], capture_output=True, text=True)
+            compiler_log = self.out / "int8_edgetpu_compiler.log"
+            with atomic_path(compiler_log) as tmp:
+                tmp.write_text(proc.stdout + proc.stderr)
+            result["compiler"] = {"exit_code": proc.returncode, "log": compiler_log.name,
+                                  "model": "int8_edgetpu.tflite" if (self.out / "int8_edgetpu.tflite").is_file() else None}
+        self.artifacts["int8_tflite"]["edgetpu"] = result
+        self.log(f"  Edge TPU: {result['mapped']}/{result['ops']} ops mappable"
+                 + ("" if result["fully_mappable"] else f", first unmapped: {result['first_unmapped']['op']} "
+                    f"({result['first_unmapped']['reason']})"))
+
+    def onnx(self) -> None:
+        o = self.options
+        float_path, int8_path = self.out / "float.onnx", self.out / "int8.onnx"
+        if self.source.kind == "keras":
+            self.log("exporting float ONNX (tf2onnx)")
+            self.stage("export_onnx", export.write_onnx_from_keras, self.source.keras_model, float_path)
+        else:
+            with atomic_path(float_path) as tmp:
+                shutil.copyfile(self.source.path, tmp)
+        self.record("float_onnx", float_path, "onnx", "float32")
+        self.validate("float_onnx", "onnxruntime", float_path)
+
+        reduce_range = o.reduce_range == "on"
+        excluded: tuple[str, ...] = () if o.keep_float == "auto" else tuple(o.keep_float)
+        self.quantize_onnx(float_path, int8_path, reduce_range, excluded)
+        entry = self.artifacts["int8_onnx"]
+        fake = entry["fake_quant_agreement"]
+        if fake - entry["agreement"] > SATURATION_POINTS / 100 and not reduce_range:
+            why = ("ONNX Runtime's int8 kernels saturate on this CPU: it has no VNNI/dot-product instructions, so "
+                   "u8 x s8 products are summed in 16 bits with saturation "
+                   f"(agreement {entry['agreement']:.2%} with int8 kernels vs {fake:.2%} for the same graph in float)")
+            if o.reduce_range == "auto":
+                self.notes.append(why + "; re-quantized with reduce_range (7-bit weights), which avoids it")
+                self.log("  " + self.notes[-1])
+                self.quantize_onnx(float_path, int8_path, True, excluded)
+            else:
+                self.notes.append(why + "; fix: --reduce-range on (or auto)")
+                self.log("  WARNING: " + self.notes[-1])
+        self.artifacts["int8_onnx"]["layers"] = self.stage(
+            "layer_report", layer_error.layer_errors, float_path, int8_path, self.calib.inputs)[:20]
+        if o.keep_float == "auto" and o.max_accuracy_drop is not None:
+            self.keep_sensitive_layers_in_float(float_path, int8_path)
+
+    def quantize_onnx(self, float_path: Path, int8_path: Path, reduce_range: bool, excluded: tuple[str, ...]) -> None:
+        o = self.options
+        self.log(f"quantizing to int8 QDQ ONNX ({o.method}, per-channel={o.per_channel}, reduce_range={reduce_range}"
+                 + (f", {len(excluded)} nodes kept in float" if excluded else "") + ")")
+        self.stage("quantize_onnx", export.write_onnx_int8, float_path, int8_path, self.calib.inputs, o.method,
+                   o.per_channel, reduce_range, excluded)
+        self.record("int8_onnx", int8_path, "onnx", "mixed" if excluded else "int8",
+                    quantization={"format": "QDQ", "method": o.method, "per_channel": o.per_channel,
+                                  "reduce_range": reduce_range, "weights": "int8 symmetric",
+                                  "activations": "int8 asymmetric", "nodes_in_float": list(excluded)})
+        self.validate("int8_onnx", "onnxruntime", int8_path)
+        fake, _ = self.stage("validate", run_isolated, "onnxruntime", int8_path, self.val.inputs, {"optimize": False})
+        self.artifacts["int8_onnx"]["fake_quant_agreement"] = _metrics(_scores(fake), self.reference, None)["agreement"]
+
+    def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, max_nodes: int = 8) -> None:
+        """Keeps the worst layers (lowest SQNR) in float, one at a time, until the drop is within budget."""
+        budget = self.options.max_accuracy_drop
+        ref_acc = float(np.mean(self.reference.argmax(1) == self.val.labels)) if self.val.labels is not None else None
+        entry = self.artifacts["int8_onnx"]
+
+        def drop() -> float:
+            if ref_acc is None:
+                return 100 * (1 - entry["agreement"])
+            return 100 * (ref_acc - entry["accuracy"])
+
+        excluded: list[str] = []
+        candidates = [r["node"] for r in entry["layers"]]
+        while drop() > budget and candidates and len(excluded) < max_nodes:
+            excluded.append(candidates.pop(0))
+            self.log(f"  accuracy drop {drop():.2f} points > {budget}: keeping {excluded[-1]} in float")
+            layers = entry["layers"]
+            self.quantize_onnx(float_path, int8_path, entry["quantization"]["reduce_range"], tuple(excluded))
+            entry = self.artifacts["int8_onnx"]
+            entry["layers"] = layers
+        if excluded:
+            entry["mixed_precision_cost"] = (
+                f"{len(excluded)} nodes run in float: on TensorRT they run in fp16/fp32 beside int8 layers "
+                "(reformat layers at each boundary, slower than all-int8); on CPU they use float kernels. "
+                "The Edge TPU has no float ops: the TFLite artifact stays full-int8 so it still maps.")
+            self.notes.append(entry["mixed_precision_cost"])
+
+    # -- gates and files --------------------------------------------------------------------------
+    def write_manifest(self, report: dict) -> None:
+        artifacts = {}
+        for key, e in self.artifacts.items():
+            artifacts[key] = {k: e[k] for k in ("file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs")}
+            artifacts[key].update({k: e[k] for k in ("quantization", "accuracy", "agreement") if k in e})
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "artifacts": artifacts,
+            "preprocess": None if self.source.spec is None else self.source.spec.to_dict(),
+            "labels": list(self.source.labels),
+            "source": report["source"] | {"inputs": report["source"]["inputs"]},
+            "float_accuracy": report["float_accuracy"],
+            "tools": report["tools"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json(self.out / MANIFEST_NAME, manifest)
+
+
+def check_gates(artifacts: dict[str, dict], o: ConvertOptions) -> list[dict]:
+    """Each CI gate that is set, applied to each int8 artifact: limit, measured value, passed."""
+    results = []
+    for key, entry in artifacts.items():
+        if not key.startswith("int8"):
+            continue
+        if o.max_accuracy_drop is not None and entry.get("accuracy_drop_points") is not None:
+            results.append({"gate": "max_accuracy_drop", "artifact": key, "limit": o.max_accuracy_drop,
+                            "value": entry["accuracy_drop_points"],
+                            "passed": entry["accuracy_drop_points"] <= o.max_accuracy_drop})
+        if o.max_size is not None:
+            results.append({"gate": "max_size", "artifact": key, "limit": o.max_size,
+                            "value": entry["size_bytes"], "passed": entry["size_bytes"] <= o.max_size})
+    if o.require_edgetpu_mappable:
+        tpu = artifacts.get("int8_tflite", {}).get("edgetpu")
+        results.append({"gate": "require_edgetpu_mappable", "artifact": "int8_tflite", "limit": True,
+                        "value": None if tpu is None else tpu["fully_mappable"],
+                        "passed": bool(tpu and tpu["fully_mappable"])})
+    return results
+
+
+def gate_message(report: dict, out_dir: Path) -> str | None:
+    """One line naming the first failed gate, or None when all passed."""
+    failed = [g for g in report["gates"] if not g["passed"]]
+    if not failed:
+        return None
+    g = failed[0]
+    if g["gate"] == "require_edgetpu_mappable":
+        first = (report["artifacts"].get("int8_tflite", {}).get("edgetpu") or {}).get("first_unmapped")
+        what = "no int8 TFLite was made" if first is None else f"op {first['index']} {first['op']}: {first['reason']}"
+        reason = f"gate require_edgetpu_mappable failed: {what}"
+    else:
+        unit = " points" if g["gate"] == "max_accuracy_drop" else " bytes"
+        reason = f"gate {g['gate']} failed for {g['artifact']}: {g['value']}{unit} exceeds the limit {g['limit']}{unit}"
+    more = f"; {len(failed) - 1} more gate(s) failed" if len(failed) > 1 else ""
+    return f"{reason}{more} (artifacts and {Path(out_dir) / 'report.json'} kept)"
+
+
+def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions(),
+            log: Callable[[str], None] = print) -> dict:
+    """Runs the conversion; returns the report. Raises GateError (after writing everything) if a gate fails."""
+    report = _Run(model, out_dir, options, log).run()
+    message = gate_message(report, out_dir)
+    if message:
+        raise GateError(message)
+    return report
+
+
+def summary_table(report: dict) -> str:
+    rows = [f"{'artifact':<13} {'size':>9} {'accuracy':>9} {'drop pts':>8} {'agree':>7} {'max|diff|':>9} {'ms':>7}  backend"]
+    for key, e in report["artifacts"].items():
+        acc = "-" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}%"
+        drop = "-" if e.get("accuracy_drop_points") is None else f"{e['accuracy_drop_points']:+.2f}"
+        rows.append(f"{key:<13} {e['size_bytes'] / 1024:>7.1f}KB {acc:>9} {drop:>8} {100 * e['agreement']:>6.2f}% "
+                    f"{e['max_abs_diff']:>9.4f} {e['median_invoke_ms']:>7.3f}  {e['backend']}")
+    if report["float_accuracy"] is not None:
+        rows.append(f"float source accuracy: {100 * report['float_accuracy']:.2f}% on {report['data']['validation']}")
+    for g in report["gates"]:
+        rows.append(f"gate {g['gate']} ({g['artifact']}): {'passed' if g['passed'] else 'FAILED'} "
+                    f"(value {g['value']}, limit {g['limit']})")
+    rows += [f"note: {n}" for n in report["notes"]]
+    rows.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()))
+    return "\n".join(rows)

@@ -1,0 +1,167 @@
+"""Writing artifacts: float and full-int8 TFLite, float and int8 QDQ ONNX.
+
+Every file is written atomically: a failed export never leaves half a file.
+Calibration data is always a dict keyed by input name; the TFLite converter
+orders a multi-input model's inputs alphabetically, so a positional list would
+calibrate the wrong tensor.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edgemm.atomic import atomic_path
+from edgemm.errors import InputError
+
+ONNX_OPSET = 17
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def _batches(calib: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    count = len(next(iter(calib.values())))
+    for i in range(count):
+        yield {name: array[i : i + 1].astype(np.float32) for name, array in calib.items()}
+
+
+def export_saved_model(keras_model, path: Path) -> Path:
+    """A SavedModel with batch size 1 and the Keras input names as signature keys.
+
+    (TFLiteConverter.from_keras_model fails on Keras 3 models loaded from .keras files;
+    a fixed batch of 1 gives the static shapes the Edge TPU compiler requires.)
+    """
+    import keras
+    import tensorflow as tf
+
+    def spec(t):
+        name = t.name.split(":")[0]
+        return tf.TensorSpec((1, *t.shape[1:]), tf.float32, name=name)
+
+    signature = keras.tree.map_structure(spec, keras_model.input)
+    keras_model.export(os.fspath(path), format="tf_saved_model", input_signature=[signature], verbose=False)
+    return path
+
+
+def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray] | None, full_int8: bool = True):
+    """A TFLiteConverter for the model; with `calib`, int8 post-training quantization.
+
+    full_int8: int8 weights, activations, inputs and outputs, builtin int8 ops only
+    (what the Edge TPU compiler needs). False gives the stock converter's default
+    PTQ (int8 where it can, float inputs/outputs, float fallback).
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
+    if calib is not None:
+        names = {t.name.split(":")[0] for t in keras_model.inputs}
+        if set(calib) != names:
+            raise InputError(f"calibration arrays {sorted(calib)} do not match model inputs {sorted(names)}")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _batches(calib)  # dict keyed by name, never a list
+        if full_int8:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter
+
+
+def write_tflite(keras_model, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True) -> Path:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgemm-savedmodel-") as tmp:
+            converter = tflite_converter(export_saved_model(keras_model, Path(tmp) / "model"), keras_model, calib, full_int8)
+            flatbuffer = converter.convert()
+    except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
+        raise InputError(f"TFLite conversion failed: {str(e).strip().splitlines()[0][:300]}") from None
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(flatbuffer)
+    return path
+
+
+def write_onnx_from_keras(keras_model, path: Path) -> Path:
+    """Float ONNX (Keras' own export, which uses tf2onnx), dynamic batch axis, Keras input and output names."""
+    import tempfile
+
+    import keras
+    import onnx
+    import tensorflow as tf
+
+    def spec(t):
+        return tf.TensorSpec((None, *t.shape[1:]), tf.float32, name=t.name.split(":")[0])
+
+    signature = keras.tree.map_structure(spec, keras_model.input)
+    with tempfile.TemporaryDirectory(prefix="edgemm-onnx-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        try:
+            keras_model.export(os.fspath(raw), format="onnx", input_signature=[signature], verbose=False,
+                               opset_version=ONNX_OPSET)
+        except Exception as e:  # tf2onnx raises many types for unsupported ops
+            raise InputError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]}") from None
+        model = onnx.load(os.fspath(raw))
+    names = [t.name.split(":")[0] for t in keras_model.outputs]
+    names = list(getattr(keras_model, "output_names", None) or names)
+    renames = {out.name: new for out, new in zip(model.graph.output, names)}
+    for node in model.graph.node:
+        node.output[:] = [renames.get(o, o) for o in node.output]
+        node.input[:] = [renames.get(i, i) for i in node.input]
+    for out in model.graph.output:
+        out.name = renames.get(out.name, out.name)
+    onnx.checker.check_model(model)
+    with atomic_path(path) as tmp:
+        onnx.save(model, os.fspath(tmp))
+    return path
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over a dict of arrays."""
+
+    def __init__(self, calib: dict[str, np.ndarray]):
+        self._calib = calib
+        self._it = _batches(calib)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = _batches(self._calib)
+
+    def __iter__(self):  # qdq_loss_debug iterates the reader
+        return _batches(self._calib)
+
+
+def write_onnx_int8(
+    float_path: Path,
+    path: Path,
+    calib: dict[str, np.ndarray],
+    method: str = "minmax",
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    nodes_to_exclude: tuple[str, ...] = (),
+    stock: bool = False,
+) -> Path:
+    """int8 QDQ ONNX with ONNX Runtime's static quantization.
+
+    stock: ONNX Runtime's defaults (per-tensor weights, MinMax), for comparisons.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"calibration method {method!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    with atomic_path(path) as tmp:
+        if stock:
+            quantize_static(os.fspath(float_path), os.fspath(tmp), _Reader(calib))
+        else:
+            quantize_static(
+                os.fspath(float_path), os.fspath(tmp), _Reader(calib),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=methods[method], nodes_to_exclude=list(nodes_to_exclude) or None,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+    return path

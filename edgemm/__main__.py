@@ -1,0 +1,3 @@
+from edgemm.cli import main
+
+main()

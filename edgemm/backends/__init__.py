@@ -1,0 +1,85 @@
+"""Inference backends: one small class per runtime, all with the same interface.
+
+A backend takes float32 inputs keyed by the model's logical input names
+("image", "audio") and returns float32 outputs keyed by output name; it
+quantizes int8 inputs and dequantizes int8 outputs itself, with the scale
+and zero point stored in the model. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from edgemm.errors import DependencyError, InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    name: str  # logical name, e.g. "image"
+    shape: tuple[int, ...]  # batch dimension included; -1 where dynamic
+    dtype: str  # "float32", "int8", "uint8", ...
+    scale: float = 0.0  # quantization (0.0: not quantized)
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and self.dtype in ("int8", "uint8", "int16")
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        if not self.quantized:
+            return np.asarray(x, dtype=self.dtype)
+        info = np.iinfo(self.dtype)
+        q = np.round(np.asarray(x, np.float32) / self.scale) + self.zero_point
+        return np.clip(q, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        if not self.quantized:
+            return np.asarray(q, np.float32)
+        return ((q.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"shape": list(self.shape)}
+
+
+class Backend:
+    """Interface every backend implements."""
+
+    name: str = ""
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        expected = {t.name for t in self.inputs}
+        if set(feeds) != expected:
+            raise InputError(f"{self.name}: model inputs are {sorted(expected)}, got {sorted(feeds)}")
+
+
+BACKENDS = ("litert", "onnxruntime")
+
+
+def open_backend(kind: str, path, **options) -> Backend:
+    """Opens `path` with the backend named `kind` ("litert" or "onnxruntime")."""
+    if kind == "litert":
+        from edgemm.backends.litert import LiteRTBackend
+
+        return LiteRTBackend(path, **options)
+    if kind == "onnxruntime":
+        from edgemm.backends.onnxrt import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, **options)
+    raise InputError(f"unknown backend {kind!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def require(module: str, extra_hint: str):
+    """Imports a runtime module or raises a DependencyError that says how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise DependencyError(f"{module} is not importable ({e}): {extra_hint}") from None

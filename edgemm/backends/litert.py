@@ -1,0 +1,90 @@
+"""LiteRT (TensorFlow Lite) backend: CPU with XNNPACK, or a delegate such as the Edge TPU."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from edgemm.backends import Backend, TensorInfo, require
+from edgemm.errors import DependencyError, InputError
+
+_SERVING_NAME = re.compile(r"^(?:serving_default_)?(.+?)(?::\d+)?$")
+
+
+def _info(name: str, detail: dict) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorInfo(
+        name=name,
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+class LiteRTBackend(Backend):
+    """Runs a .tflite file in ai-edge-litert, batch 1, via set_tensor/invoke/get_tensor.
+
+    Args:
+        path: the .tflite file.
+        threads: CPU threads (None: LiteRT's default).
+        delegate: path or name of a delegate library (e.g. "libedgetpu.so.1"), or None.
+        xnnpack: apply LiteRT's default XNNPACK delegate on the CPU.
+    """
+
+    def __init__(self, path, threads: int | None = None, delegate: str | None = None, xnnpack: bool = True):
+        interpreter_mod = require("ai_edge_litert.interpreter", "pip install ai-edge-litert")
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such TFLite model")
+        self.name = "litert" + (f"+{Path(delegate).name}" if delegate else "")
+        delegates = []
+        if delegate:
+            try:
+                delegates.append(interpreter_mod.load_delegate(delegate))
+            except (ValueError, OSError, RuntimeError) as e:
+                raise DependencyError(f"cannot load delegate {delegate} ({e})") from None
+        resolver = (
+            interpreter_mod.OpResolverType.AUTO
+            if xnnpack
+            else interpreter_mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        try:
+            self._interp = interpreter_mod.Interpreter(
+                model_path=os.fspath(path),
+                num_threads=threads,
+                experimental_delegates=delegates or None,
+                experimental_op_resolver_type=resolver,
+            )
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise InputError(f"{path}: LiteRT cannot load this model ({str(e).splitlines()[0]})") from None
+        self._in, self._out = self._tensor_map()
+        self.inputs = tuple(info for info, _ in self._in.values())
+        self.outputs = tuple(info for info, _ in self._out.values())
+
+    def _tensor_map(self):
+        """Logical names from the model's signature (fallback: tensor names)."""
+        signatures = self._interp.get_signature_list()
+        if len(signatures) == 1:
+            runner = self._interp.get_signature_runner(next(iter(signatures)))
+            ins = {n: (_info(n, d), d["index"]) for n, d in sorted(runner.get_input_details().items())}
+            outs = {n: (_info(n, d), d["index"]) for n, d in sorted(runner.get_output_details().items())}
+            return ins, outs
+
+        def by_name(details):
+            return {
+                (n := _SERVING_NAME.match(d["name"]).group(1)): (_info(n, d), d["index"]) for d in details
+            }
+
+        return by_name(self._interp.get_input_details()), by_name(self._interp.get_output_details())
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        for name, (info, index) in self._in.items():
+            self._interp.set_tensor(index, info.quantize(np.asarray(feeds[name]).reshape(info.shape)))
+        self._interp.invoke()
+        return {name: info.dequantize(self._interp.get_tensor(index)) for name, (info, index) in self._out.items()}

