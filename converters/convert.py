@@ -46,7 +46,8 @@ class ConvertOptions:
     data_dir: Path | None = None
     calib_samples: int = 300
     method: str = "minmax"
-    per_channel: bool = True
+    per_channel: bool = True  # ONNX weights
+    tflite_weights: str = "auto"  # auto | per-tensor | per-channel
     reduce_range: str = "auto"  # auto | on | off
     keep_float: tuple[str, ...] | str = ()  # ONNX node names, or "auto"
     max_accuracy_drop: float | None = None  # accuracy points, int8 artifacts vs float source
@@ -146,6 +147,7 @@ class _Run:
         self.log(f"calibration: {self.calib.source}; validation: {self.val.source}")
         self.reference = self.stage("float_reference", self.float_reference)
         ref_acc = None if self.val.labels is None else float(np.mean(self.reference.argmax(1) == self.val.labels))
+        self.ref_acc = ref_acc
 
         if source.kind == "keras" and "tflite" in o.formats:
             self.tflite()
@@ -180,23 +182,42 @@ class _Run:
 
     def float_reference(self) -> np.ndarray:
         if self.source.kind == "keras":
-            return self.source.keras_model.predict(self.val.inputs, batch_size=256, verbose=0).reshape(len(self.val), -1)
+            model = self.source.keras_model
+            x = self.val.inputs
+            x = x[model.inputs[0].name.split(":")[0]] if len(model.inputs) == 1 else x  # Keras wants a bare array
+            return model.predict(x, batch_size=256, verbose=0).reshape(len(self.val), -1)
         outputs, _ = run_isolated("onnxruntime", self.source.path, self.val.inputs)
         return _scores(outputs)
 
     def tflite(self) -> None:
-        model, calib = self.source.keras_model, self.calib.inputs
+        model = self.source.keras_model
         float_path, int8_path = self.out / "float.tflite", self.out / "int8.tflite"
         self.log("exporting float TFLite")
         self.stage("export_tflite", export.write_tflite, model, float_path, None)
         self.record("float_tflite", float_path, "tflite", "float32")
         self.validate("float_tflite", "litert", float_path)
-        self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples, keyed by input name)")
-        self.stage("quantize_tflite", export.write_tflite, model, int8_path, calib, True)
-        self.record("int8_tflite", int8_path, "tflite", "int8", quantization={"scheme": "full-int8 PTQ",
-                    "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor asymmetric"})
-        self.validate("int8_tflite", "litert", int8_path)
+        mode = self.options.tflite_weights
+        self.quantize_tflite(int8_path, per_channel=mode == "per-channel")
+        entry = self.artifacts["int8_tflite"]
+        budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
+        drop = 100 * (self.ref_acc - entry["accuracy"]) if self.ref_acc is not None else 100 * (1 - entry["agreement"])
+        if mode == "auto" and (drop > budget or entry["agreement"] < 0.99):
+            self.notes.append(f"int8 TFLite with per-tensor weights lost {drop:.2f} points (agreement "
+                              f"{entry['agreement']:.2%}); re-quantized with per-channel weights")
+            self.log("  " + self.notes[-1])
+            self.quantize_tflite(int8_path, per_channel=True)
         self.edgetpu(int8_path)
+
+    def quantize_tflite(self, int8_path: Path, per_channel: bool) -> None:
+        granularity = "per-channel" if per_channel else "per-tensor"
+        self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples keyed by input name, "
+                 f"{granularity} weights)")
+        self.stage("quantize_tflite", export.write_tflite, self.source.keras_model, int8_path, self.calib.inputs,
+                   True, per_channel)
+        self.record("int8_tflite", int8_path, "tflite", "int8", quantization={
+            "scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
+            "activations": "int8 per-tensor asymmetric"})
+        self.validate("int8_tflite", "litert", int8_path)
 
     def edgetpu(self, int8_path: Path) -> None:
         ops = [edgetpu.Op(op["index"], op["name"],

@@ -45,7 +45,8 @@ def export_saved_model(keras_model, path: Path) -> Path:
     return path
 
 
-def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray] | None, full_int8: bool = True):
+def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray] | None, full_int8: bool = True,
+                     per_channel: bool = True):
     """A TFLiteConverter for the model; with `calib`, int8 post-training quantization.
 
     full_int8: int8 weights, activations, inputs and outputs, builtin int8 ops only
@@ -61,6 +62,8 @@ def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray
             raise InputError(f"calibration arrays {sorted(calib)} do not match model inputs {sorted(names)}")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _batches(calib)  # dict keyed by name, never a list
+        # The converter has no public switch for weight granularity; this attribute is the one it reads.
+        converter._experimental_disable_per_channel = not per_channel
         if full_int8:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
@@ -68,12 +71,14 @@ def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray
     return converter
 
 
-def write_tflite(keras_model, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True) -> Path:
+def write_tflite(keras_model, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True,
+                 per_channel: bool = True) -> Path:
     import tempfile
 
     try:
         with tempfile.TemporaryDirectory(prefix="edgemm-savedmodel-") as tmp:
-            converter = tflite_converter(export_saved_model(keras_model, Path(tmp) / "model"), keras_model, calib, full_int8)
+            converter = tflite_converter(export_saved_model(keras_model, Path(tmp) / "model"), keras_model, calib,
+                                         full_int8, per_channel)
             flatbuffer = converter.convert()
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
         raise InputError(f"TFLite conversion failed: {str(e).strip().splitlines()[0][:300]}") from None

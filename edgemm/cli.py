@@ -119,6 +119,9 @@ def _size(text: str | None) -> int | None:
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
               help="ONNX activation calibration method.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="ONNX weight quantization granularity.")
+@click.option("--tflite-weights", type=click.Choice(["auto", "per-tensor", "per-channel"]), default="auto",
+              show_default=True, help="int8 TFLite weight granularity; auto: per-tensor (smaller), per-channel "
+              "if per-tensor loses more than the accuracy budget (0.5 points or --max-accuracy-drop).")
 @click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="7-bit ONNX weights; auto turns it on when int8 kernels saturate on this CPU (no VNNI).")
 @click.option("--keep-float", default=None,
@@ -130,7 +133,7 @@ def _size(text: str | None) -> int | None:
 @click.option("--sidecar", type=click.Path(path_type=Path), default=None,
               help="JSON with 'preprocess' and 'labels' [default: MODEL.json beside the model, if any].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
-def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel, reduce_range, keep_float,
+def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
             max_accuracy_drop, max_size, require_edgetpu_mappable, formats, sidecar, as_json) -> None:
     """Quantize MODEL (.keras or .onnx) to int8 TFLite and int8 ONNX, validate, and apply CI gates.
 
@@ -152,7 +155,7 @@ def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel
         keep = tuple(n.strip() for n in keep_float.split(",") if n.strip())
     options = ConvertOptions(
         calib=calib, val=val, data_dir=data_dir, calib_samples=calib_samples, method=method, per_channel=per_channel,
-        reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
+        tflite_weights=tflite_weights, reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
         require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, sidecar=sidecar,
     )
     log = (lambda line: click.echo(line, err=True)) if as_json else click.echo

@@ -171,7 +171,7 @@ def test_bad_model_files_are_one_line_errors(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
     result = _invoke("convert", tmp_path / name, "--out", tmp_path / "out")
     assert result.exit_code == 3, result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
 def test_truncated_keras_file_is_a_one_line_error(image_classifier, tmp_path):

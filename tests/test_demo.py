@@ -48,6 +48,6 @@ def test_demo_command_prints_decisions(tmp_path):
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if re.match(r"\s+\d+\.\d\ds\s", line)]
     assert len(rows) == len(demo_media.DemoConfig().digits)
-    correct = int(re.search(r"fused decisions correct: (\d+)/", result.output).group(1))
+    correct = int(re.search(r"correct: fused (\d+)/", result.output).group(1))
     assert correct == sum(line.rstrip().endswith("ok") for line in rows)
     assert correct >= 0.8 * len(rows)  # clean digits: the teacher must mostly get them right
