@@ -72,7 +72,7 @@ def main() -> int:
                          "backend": a["backend"], "settings": a.get("quantization")})
         t = time.perf_counter()
         export.write_tflite(model, tmp / "stock.tflite", calib.inputs, full_int8=False)
-        rows.append(_row("stock TFLite default PTQ", tmp / "stock.tflite", "litert", val, reference,
+        rows.append(_row("stock TFLite default PTQ (float I/O, float fallback: not Edge TPU-ready)", tmp / "stock.tflite", "litert", val, reference,
                          time.perf_counter() - t))
         t = time.perf_counter()
         export.write_onnx_int8(out / "float.onnx", tmp / "stock.onnx", calib.inputs, stock=True)

@@ -56,6 +56,13 @@ class ConvertOptions:
     formats: tuple[str, ...] = ("tflite", "onnx")
     sidecar: Path | None = None
     labels: tuple[str, ...] | None = None
+    # compression before quantization (Keras sources)
+    prune: float | None = None  # fraction of channels removed per prunable layer
+    distill: bool = False  # train the student on the source model's soft outputs
+    student: Path | None = None  # a student architecture (.keras or .json/.yaml config) instead of the source's
+    epochs: int = 12  # fine-tuning / distillation epochs
+    temperature: float = 4.0
+    alpha: float = 0.7
 
 
 def tool_versions() -> dict[str, str]:
@@ -147,7 +154,13 @@ class _Run:
         self.log(f"calibration: {self.calib.source}; validation: {self.val.source}")
         self.reference = self.stage("float_reference", self.float_reference)
         ref_acc = None if self.val.labels is None else float(np.mean(self.reference.argmax(1) == self.val.labels))
-        self.ref_acc = ref_acc
+        self.ref_acc = self.source_acc = source_acc = ref_acc
+        compression = None
+        if o.prune or o.distill or o.student:
+            compression = self.compress(source_acc)
+            source = self.source
+            self.reference = self.stage("float_reference", self.float_reference)
+            self.ref_acc = float(np.mean(self.reference.argmax(1) == self.val.labels)) if ref_acc is not None else None
 
         if source.kind == "keras" and "tflite" in o.formats:
             self.tflite()
@@ -163,16 +176,18 @@ class _Run:
                        "inputs": {k: list(v) for k, v in source.inputs.items()}, "labels": list(source.labels)},
             "data": {"calibration": self.calib.source, "validation": self.val.source,
                      "calibration_samples": len(self.calib), "validation_samples": len(self.val)},
-            "float_accuracy": None if ref_acc is None else round(ref_acc, 4),
+            "float_accuracy": None if source_acc is None else round(source_acc, 4),
+            "converted_float_accuracy": None if self.ref_acc is None else round(self.ref_acc, 4),
+            "compression": compression,
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(o).items()},
             "cpu": {"model": cpu_features.cpu_model(), "int8_dot_product": cpu_features.has_int8_dot_product()},
             "artifacts": self.artifacts,
             "notes": self.notes,
             "tools": tool_versions(),
         }
-        for entry in self.artifacts.values():
-            if ref_acc is not None and entry.get("accuracy") is not None:
-                entry["accuracy_drop_points"] = round(100 * (ref_acc - entry["accuracy"]), 2)
+        for entry in self.artifacts.values():  # drops are against the model the user gave
+            if source_acc is not None and entry.get("accuracy") is not None:
+                entry["accuracy_drop_points"] = round(100 * (source_acc - entry["accuracy"]), 2)
         report["gates"] = check_gates(self.artifacts, o)
         self.stages["total"] = round(time.perf_counter() - started, 2)
         report["stage_seconds"] = self.stages
@@ -180,12 +195,71 @@ class _Run:
         write_json(self.out / "report.json", report)
         return report
 
+    def compress(self, source_acc: float | None) -> dict:
+        """Prune and/or distill the Keras source into a student, which is then what gets quantized."""
+        from converters import distill, prune, students
+        from converters.model_stats import count_macs
+        from converters.sources import save_keras
+
+        o = self.options
+        if self.source.kind != "keras":
+            raise InputError(f"{self.source.path}: pruning and distillation need a Keras source model")
+        teacher = self.source.keras_model
+        rows = []
+
+        def row(stage: str, model, seconds: float | None = None) -> None:
+            probs = model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0).reshape(len(self.val), -1)
+            acc = None if self.val.labels is None else round(float(np.mean(probs.argmax(1) == self.val.labels)), 4)
+            rows.append({"stage": stage, "parameters": int(model.count_params()), "macs": count_macs(model),
+                         "float32_weight_bytes": 4 * int(model.count_params()), "accuracy": acc,
+                         "seconds": None if seconds is None else round(seconds, 1)})
+            self.log(f"  {stage}: {rows[-1]['parameters']:,} parameters, {rows[-1]['macs'] / 1e6:.2f} M MACs"
+                     + ("" if acc is None else f", float accuracy {100 * acc:.2f}%"))
+
+        row("source", teacher)
+        result: dict = {"stages": rows}
+        student = teacher
+        if o.student:
+            student = students.build(o.student, teacher)
+            row(f"student from {Path(o.student).name} (untrained)", student)
+        if o.prune:
+            self.log(f"pruning {o.prune:.0%} of the channels of every prunable layer")
+            t = time.perf_counter()
+            student, summary = self.stage("prune", prune.prune, student, o.prune)
+            result["prune"] = summary
+            row("pruned (before fine-tuning)", student, time.perf_counter() - t)
+        config = distill.DistillConfig(epochs=o.epochs, temperature=o.temperature,
+                                       alpha=o.alpha if o.distill else 0.0)
+        title = "distill" if o.distill else "fine-tune"
+        self.log(f"{title}: {o.epochs} epochs" + (f", temperature {o.temperature}, alpha {o.alpha}" if o.distill else ""))
+        t = time.perf_counter()
+        result["training"] = self.stage(title.replace("-", "_"), distill.train_student, student, self.training_data,
+                                        config, teacher if o.distill else None, self.log, title)
+        row("distilled" if o.distill else "fine-tuned", student, time.perf_counter() - t)
+        path = save_keras(student, self.out / "student.keras")
+        self.source = dataclasses.replace(self.source, keras_model=student, path=path, sha256=sha256_file(path))
+        result["student_file"] = path.name
+        return result
+
+    def training_data(self, epoch: int):
+        """Training batches for fine-tuning/distillation: fresh AV-digits pairs per epoch, or the calibration set."""
+        spec = self.source.spec
+        if self.options.calib is None and spec is not None:
+            from edgemm.datasets import avdigits
+
+            split = avdigits.make_split(avdigits.resolve_data_dir(self.options.data_dir), "train", spec,
+                                        pairs_per_clip=1, epoch=epoch, seed=11, augmentation=avdigits.Augmentation())
+            return split.inputs(), split.label
+        return self.calib.inputs, self.calib.labels
+
+    @staticmethod
+    def _x(model, inputs: dict):
+        return inputs[model.inputs[0].name.split(":")[0]] if len(model.inputs) == 1 else inputs
+
     def float_reference(self) -> np.ndarray:
         if self.source.kind == "keras":
             model = self.source.keras_model
-            x = self.val.inputs
-            x = x[model.inputs[0].name.split(":")[0]] if len(model.inputs) == 1 else x  # Keras wants a bare array
-            return model.predict(x, batch_size=256, verbose=0).reshape(len(self.val), -1)
+            return model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0).reshape(len(self.val), -1)
         outputs, _ = run_isolated("onnxruntime", self.source.path, self.val.inputs)
         return _scores(outputs)
 
@@ -293,7 +367,7 @@ class _Run:
     def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, max_nodes: int = 8) -> None:
         """Keeps the worst layers (lowest SQNR) in float, one at a time, until the drop is within budget."""
         budget = self.options.max_accuracy_drop
-        ref_acc = float(np.mean(self.reference.argmax(1) == self.val.labels)) if self.val.labels is not None else None
+        ref_acc = self.source_acc  # the budget is against the model the user gave, as the gate is
         entry = self.artifacts["int8_onnx"]
 
         def drop() -> float:
@@ -396,6 +470,12 @@ def summary_table(report: dict) -> str:
     for g in report["gates"]:
         rows.append(f"gate {g['gate']} ({g['artifact']}): {'passed' if g['passed'] else 'FAILED'} "
                     f"(value {g['value']}, limit {g['limit']})")
+    if report.get("compression"):
+        rows.append("compression stages:")
+        for r in report["compression"]["stages"]:
+            acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
+            rows.append(f"  {r['stage']:<40} {r['parameters']:>9,} params {r['macs'] / 1e6:>7.2f} M MACs "
+                        f"{r['float32_weight_bytes'] / 1024:>8.1f} KB fp32 {acc:>8}")
     rows += [f"note: {n}" for n in report["notes"]]
     rows.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()))
     return "\n".join(rows)

@@ -40,6 +40,19 @@ def load_keras(path: Path):
         raise InputError(f"{path}: Keras cannot load this model ({reason[:300]})") from None
 
 
+def save_keras(model, path: Path) -> Path:
+    """Saves architecture and weights only (no optimizer state), atomically, with Keras input/output names."""
+    import keras
+
+    from edgemm.atomic import atomic_path
+
+    bare = keras.Model.from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    with atomic_path(path) as tmp:
+        bare.save(tmp)
+    return path
+
+
 def _onnx_io(path: Path):
     import onnx
 

@@ -132,10 +132,23 @@ def _size(text: str | None) -> int | None:
 @click.option("--format", "formats", default="tflite,onnx", show_default=True, help="Artifact formats to produce.")
 @click.option("--sidecar", type=click.Path(path_type=Path), default=None,
               help="JSON with 'preprocess' and 'labels' [default: MODEL.json beside the model, if any].")
+@click.option("--prune", type=click.FloatRange(0.0, 0.95), default=None,
+              help="Structured pruning: remove this fraction of the channels of every prunable layer, then fine-tune.")
+@click.option("--distill", is_flag=True, help="Train the pruned model / --student on MODEL's softened outputs.")
+@click.option("--student", type=click.Path(path_type=Path), default=None,
+              help="Student architecture for --distill: a .keras model or a .yaml/.json config.")
+@click.option("--epochs", type=click.IntRange(1), default=12, show_default=True, help="Fine-tuning / distillation epochs.")
+@click.option("--temperature", type=click.FloatRange(min=0.1), default=4.0, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
+              help="Weight of the teacher's soft targets (1 - alpha: hard labels).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
 def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
-            max_accuracy_drop, max_size, require_edgetpu_mappable, formats, sidecar, as_json) -> None:
+            max_accuracy_drop, max_size, require_edgetpu_mappable, formats, sidecar, prune, distill, student, epochs,
+            temperature, alpha, as_json) -> None:
     """Quantize MODEL (.keras or .onnx) to int8 TFLite and int8 ONNX, validate, and apply CI gates.
+
+    With --prune and/or --distill, a smaller student is made first (load -> prune -> distill ->
+    quantize -> export -> validate), each stage timed and reported.
 
     Exits 1 when a gate fails; the artifacts and report stay in OUT for inspection.
     """
@@ -157,7 +170,10 @@ def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel
         calib=calib, val=val, data_dir=data_dir, calib_samples=calib_samples, method=method, per_channel=per_channel,
         tflite_weights=tflite_weights, reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
         require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, sidecar=sidecar,
+        prune=prune or None, distill=distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
     )
+    if student is not None and not distill:
+        raise click.BadParameter("a student is trained by distillation: add --distill", param_hint="--student")
     log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     from edgemm.errors import GateError
 

@@ -64,12 +64,13 @@ def _head(features, hidden: int, dropout: float):
     return layers.Dense(NUM_CLASSES, activation="softmax", name="digit")(x)
 
 
-def build_teacher(spec: PreprocessSpec, hidden: int = 256, dropout: float = 0.3) -> keras.Model:
-    """The fused two-input teacher."""
+def build_teacher(spec: PreprocessSpec, hidden: int = 256, dropout: float = 0.3, image_width: int = 16,
+                  audio_width: int = 64, name: str = "av_digits_teacher") -> keras.Model:
+    """The fused two-input teacher (smaller widths give the same architecture as a student)."""
     image = keras.Input(spec.image.input_shape, name="image")
     audio = keras.Input(spec.audio.feature_shape, name="audio")
-    fused = layers.Concatenate(name="fuse")([image_branch(image), audio_branch(audio)])
-    return keras.Model({"image": image, "audio": audio}, _head(fused, hidden, dropout), name="av_digits_teacher")
+    fused = layers.Concatenate(name="fuse")([image_branch(image, image_width), audio_branch(audio, audio_width)])
+    return keras.Model({"image": image, "audio": audio}, _head(fused, hidden, dropout), name=name)
 
 
 def build_single(modality: str, spec: PreprocessSpec, hidden: int = 256, dropout: float = 0.3) -> keras.Model:
