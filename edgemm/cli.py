@@ -188,6 +188,64 @@ def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel
     click.echo(json.dumps(report, indent=2) if as_json else summary_table(report))
 
 
+def _summary_lines(summary: dict) -> list[str]:
+    lines = [f"summary: {summary['inferences']} inferences in {summary.get('wall_seconds', 0):.1f} s"
+             + (f" ({summary['inference_rate_hz']} /s)" if summary.get("inference_rate_hz") else "")
+             + f", backend {summary.get('backend')}, init {summary.get('init_seconds')} s, peak RSS {summary['peak_rss_mb']} MB",
+             f"  {'stage (ms)':<20} {'count':>6} {'mean':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}"]
+    for stage, d in summary["stages_ms"].items():
+        if d.get("count"):
+            lines.append(f"  {stage:<20} {d['count']:>6} {d['mean']:>8.3f} {d['p50']:>8.3f} {d['p90']:>8.3f} "
+                         f"{d['p99']:>8.3f} {d['max']:>8.3f}")
+    lines.append("  " + ", ".join(f"{k} {v}" for k, v in summary["counters"].items()))
+    return lines
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Directory with manifest.json (the output of edgemm convert).")
+@click.option("--camera", default=None, is_flag=False, flag_value="0",
+              help="Camera: index, /dev/videoN, video file, http(s)/rtsp URL, csi://N or a GStreamer pipeline [flag alone: 0].")
+@click.option("--mic", default=None, is_flag=False, flag_value="default",
+              help="Microphone: 'default', a PortAudio device index or name, or a WAV file [flag alone: default].")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "litert", "edgetpu", "ort-cpu", "ort-cuda", "ort-tensorrt"]))
+@click.option("--artifact", default=None, help="Manifest artifact to run, e.g. int8_tflite [default: per backend].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for the backend.")
+@click.option("--duration", type=click.FloatRange(min=0.0, min_open=True), default=None, help="Stop after S seconds.")
+@click.option("--rate", "max_rate", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Inferences per second at most (every new frame, capped).")
+@click.option("--smoothing", type=click.FloatRange(0.01, 1.0), default=0.5, show_default=True,
+              help="Weight of the newest output in the moving average (1 = none).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option("--stats", type=click.Path(path_type=Path), default=None, help="Append one JSON line per inference here.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--unpaced", is_flag=True, help="File sources only: as fast as possible, in media time.")
+@click.option("--every", is_flag=True, help="Print every inference, not only when the decision changes.")
+@click.option("--json", "as_json", is_flag=True, help="Decisions and the summary as JSON lines.")
+def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, smoothing, threshold, stats,
+        metrics_port, metrics_host, unpaced, every, as_json) -> None:
+    """Capture camera + microphone, align them in time, run fused inference and print decisions."""
+    import time as _time
+
+    from edgemm.manifest import load_manifest
+    from edgemm.runtime import session
+
+    started = _time.monotonic()
+    manifest = load_manifest(model_dir)
+    summary = session.run_session(
+        manifest, camera=camera, mic=mic, backend=backend, artifact=artifact, threads=threads, duration=duration,
+        max_rate=max_rate, smoothing=smoothing, threshold=threshold, stats=stats, metrics_port=metrics_port,
+        metrics_host=metrics_host, unpaced=unpaced, every=every, as_json=as_json, started=started,
+        emit=lambda line: click.echo(line), note=lambda line: click.echo(line, err=True))
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for line in _summary_lines(summary):
+            click.echo(line)
+
+
 @main.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
               help="Where the demo video, WAV and ground truth are written.")

@@ -49,6 +49,7 @@ class Backend:
     name: str = ""
     inputs: tuple[TensorInfo, ...] = ()
     outputs: tuple[TensorInfo, ...] = ()
+    last_invoke_s: float | None = None  # the kernel time of the last run(), where the runtime can tell
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

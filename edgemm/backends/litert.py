@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,5 +87,7 @@ class LiteRTBackend(Backend):
         self.check_feeds(feeds)
         for name, (info, index) in self._in.items():
             self._interp.set_tensor(index, info.quantize(np.asarray(feeds[name]).reshape(info.shape)))
+        start = time.perf_counter()
         self._interp.invoke()
+        self.last_invoke_s = time.perf_counter() - start
         return {name: info.dequantize(self._interp.get_tensor(index)) for name, (info, index) in self._out.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,5 +72,7 @@ class OnnxRuntimeBackend(Backend):
             if len(info.shape) == x.ndim + 1:
                 x = x[None]
             prepared[info.name] = x
+        start = time.perf_counter()
         values = self._session.run(self._output_names, prepared)
+        self.last_invoke_s = time.perf_counter() - start
         return {name: np.asarray(v, np.float32) for name, v in zip(self._output_names, values)}

@@ -1,0 +1,92 @@
+"""Choosing a backend and an artifact from the manifest, by name or `auto`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from edgemm.backends import Backend
+from edgemm.errors import DependencyError, EdgemmError, InputError
+from edgemm.manifest import Manifest
+
+# backend name -> (artifacts to try in order, how to open)
+BACKEND_ARTIFACTS = {
+    "edgetpu": ("int8_tflite",),
+    "ort-tensorrt": ("int8_onnx", "float_onnx"),
+    "ort-cuda": ("int8_onnx", "float_onnx"),
+    "litert": ("int8_tflite", "float_tflite"),
+    "ort-cpu": ("int8_onnx", "float_onnx"),
+}
+AUTO_ORDER = ("edgetpu", "ort-tensorrt", "ort-cuda", "litert", "ort-cpu")
+BACKEND_NAMES = ("auto", *BACKEND_ARTIFACTS)
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+@dataclasses.dataclass
+class Selected:
+    backend: Backend
+    name: str
+    artifact: str
+    path: Path
+    tried: list[str]  # "name: why it was not used", for auto
+
+
+def _edgetpu_model(manifest: Manifest, artifact: str) -> Path:
+    manifest.artifact_path(artifact)  # the int8 model it was compiled from must be intact
+    compiled = manifest.directory / (Path(manifest.artifacts[artifact].file).stem + "_edgetpu.tflite")
+    if not compiled.is_file():
+        raise InputError(f"{compiled.name} not found in {manifest.directory}: compile int8.tflite with edgetpu_compiler "
+                         "(edgemm convert runs it when it is on PATH)")
+    return compiled
+
+
+def open_named(manifest: Manifest, name: str, artifact: str | None = None, threads: int | None = None,
+               trt_cache: Path | None = None) -> Selected:
+    if name not in BACKEND_ARTIFACTS:
+        raise InputError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
+    candidates = (artifact,) if artifact else tuple(a for a in BACKEND_ARTIFACTS[name] if a in manifest.artifacts)
+    if not candidates:
+        raise InputError(f"the manifest has no artifact for {name} (needs one of {', '.join(BACKEND_ARTIFACTS[name])})")
+    key = candidates[0]
+    fmt = manifest.artifacts[key].format if key in manifest.artifacts else None
+    if name in ("litert", "edgetpu") and fmt != "tflite" or name.startswith("ort-") and fmt != "onnx":
+        raise InputError(f"backend {name} cannot run artifact {key} ({fmt})")
+    if name == "edgetpu":
+        from edgemm.backends.litert import LiteRTBackend
+
+        path = _edgetpu_model(manifest, key)
+        return Selected(LiteRTBackend(path, threads=threads, delegate=EDGETPU_LIBRARY), name, key, path, [])
+    path = manifest.artifact_path(key)
+    if name == "litert":
+        from edgemm.backends.litert import LiteRTBackend
+
+        return Selected(LiteRTBackend(path, threads=threads), name, key, path, [])
+    from edgemm.backends.onnxrt import OnnxRuntimeBackend
+
+    if name == "ort-cpu":
+        providers = ["CPUExecutionProvider"]
+    elif name == "ort-cuda":
+        providers = ["CUDAExecutionProvider"]
+    else:
+        options = {"trt_int8_enable": manifest.artifacts[key].precision in ("int8", "mixed"), "trt_fp16_enable": True,
+                   "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": str(trt_cache or manifest.directory / "trt_cache")}
+        providers = [("TensorrtExecutionProvider", options)]
+    return Selected(OnnxRuntimeBackend(path, providers=providers, threads=threads), name, key, path, [])
+
+
+def open_backend_for(manifest: Manifest, name: str = "auto", artifact: str | None = None, threads: int | None = None,
+                     trt_cache: Path | None = None, order: tuple[str, ...] = AUTO_ORDER) -> Selected:
+    """Opens `name`, or with "auto" the first of `order` that works, saying why the others did not."""
+    if name != "auto":
+        return open_named(manifest, name, artifact, threads, trt_cache)
+    tried = []
+    for candidate in order:
+        try:
+            selected = open_named(manifest, candidate, artifact, threads, trt_cache)
+        except EdgemmError as e:
+            tried.append(f"{candidate}: {e}")
+            continue
+        selected.tried = tried
+        return selected
+    raise DependencyError("no backend could run this model: " + "; ".join(tried))

@@ -1,0 +1,150 @@
+"""Latency statistics: one JSON line per inference, a summary, and a Prometheus text endpoint.
+
+Stages (milliseconds unless named otherwise):
+  frame_age      camera capture -> the loop took the frame
+  audio_age      end of the paired audio window -> the loop took the frame
+  pairing_error  audio window end - frame capture time (signed; hop grid and late audio)
+  image_pre      image preprocessing
+  audio_features incremental log-mel
+  inference      the backend's run (set inputs, invoke, read outputs)
+  invoke         the interpreter's invoke alone, where the backend can tell
+  postprocess    softmax, smoothing, top-k, decision
+  loop           one whole iteration, frame taken -> decision
+  sensor_to_decision  frame capture -> decision ready
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("frame_age", "audio_age", "pairing_error", "image_pre", "audio_features", "inference", "invoke",
+          "postprocess", "loop", "sensor_to_decision")
+WARMUP = 1  # the first inference is reported apart from the steady state
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def describe(values) -> dict:
+    """count, mean, std, min, p50, p90, p99, max of a sequence (empty -> count 0)."""
+    x = np.asarray(values, np.float64)
+    if x.size == 0:
+        return {"count": 0}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"count": int(x.size), "mean": round(float(x.mean()), 4), "std": round(float(x.std()), 4),
+            "min": round(float(x.min()), 4), "p50": round(float(p50), 4), "p90": round(float(p90), 4),
+            "p99": round(float(p99), 4), "max": round(float(x.max()), 4)}
+
+
+class StatsRecorder:
+    """Collects per-inference records, appends each to a JSON-lines file (flushed), and summarises."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else None
+        self._file = None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)  # line-buffered: complete lines reach the disk
+        self.records: list[dict] = []
+        self.counters: dict[str, float] = {}
+        self.info: dict = {}
+        self._lock = threading.Lock()
+
+    def add(self, record: dict) -> None:
+        with self._lock:
+            self.records.append(record)
+            if self._file:
+                self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+                self._file.flush()
+
+    def summary(self) -> dict:
+        with self._lock:
+            records = list(self.records)
+        steady = records[WARMUP:]
+        stages = {name: describe([r[name] for r in steady if r.get(name) is not None]) for name in STAGES}
+        out = {"type": "summary", "inferences": len(records), **self.info, "counters": dict(self.counters),
+               "first_inference": {k: records[0].get(k) for k in ("inference", "loop", "sensor_to_decision")}
+               if records else None,
+               "stages_ms": stages, "peak_rss_mb": round(peak_rss_mb(), 1)}
+        if len(steady) >= 2:
+            span = steady[-1]["t"] - steady[0]["t"]
+            out["inference_rate_hz"] = round((len(steady) - 1) / span, 2) if span > 0 else None
+        return out
+
+    def close(self, summary: dict | None = None) -> None:
+        if self._file:
+            if summary is not None:
+                self._file.write(json.dumps(summary, separators=(",", ":")) + "\n")
+            self._file.close()
+            self._file = None
+
+
+def read_stats(path: Path) -> tuple[list[dict], dict | None]:
+    """Records and summary from a stats file; a partial last line (killed writer) is ignored."""
+    records, summary = [], None
+    with open(path) as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if obj.get("type") == "summary":
+                summary = obj
+            else:
+                records.append(obj)
+    return records, summary
+
+
+def prometheus_text(recorder: StatsRecorder) -> str:
+    s = recorder.summary()
+    lines = ["# TYPE edgemm_inferences_total counter", f"edgemm_inferences_total {s['inferences']}"]
+    for name, value in s["counters"].items():
+        lines += [f"# TYPE edgemm_{name}_total counter", f"edgemm_{name}_total {value}"]
+    lines.append("# TYPE edgemm_stage_latency_ms summary")
+    for stage, d in s["stages_ms"].items():
+        for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+            if d.get(key) is not None and math.isfinite(d[key]):
+                lines.append(f'edgemm_stage_latency_ms{{stage="{stage}",quantile="{q}"}} {d[key]}')
+        if d.get("count"):
+            lines.append(f'edgemm_stage_latency_ms_count{{stage="{stage}"}} {d["count"]}')
+    lines += ["# TYPE edgemm_peak_rss_megabytes gauge", f"edgemm_peak_rss_megabytes {s['peak_rss_mb']}"]
+    return "\n".join(lines) + "\n"
+
+
+def serve_metrics(recorder: StatsRecorder, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Prometheus endpoint at http://HOST:PORT/metrics (loopback unless told otherwise)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            if self.path.rstrip("/") not in ("/metrics", ""):
+                self.send_error(404)
+                return
+            body = prometheus_text(recorder).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="edgemm-metrics", daemon=True).start()
+    return server
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+
