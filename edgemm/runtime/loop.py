@@ -81,8 +81,10 @@ class Runner:
         rate_ratio = ring.rate / spec.sample_rate
         end = int(np.floor(index / (hop * rate_ratio))) * hop  # hop grid, in model-rate samples
         end_ring = int(round(end * rate_ratio))
+        waited = time.perf_counter()
         if ring.total < end_ring and live:
             ring.wait_for(end_ring, self.options.audio_wait)
+        self._audio_wait_ms = (time.perf_counter() - waited) * 1e3
         if ring.total < end_ring:  # the audio is late: use what there is
             end = int(np.floor(ring.total / (hop * rate_ratio))) * hop
             end_ring = int(round(end * rate_ratio))
@@ -97,7 +99,9 @@ class Runner:
     # -- one inference ---------------------------------------------------------------------------------
     def step(self, frame, t_take: float, live: bool) -> None:
         perf = time.perf_counter
-        rec: dict = {"t": round(frame.t if frame else t_take, 6), "seq": frame.seq if frame else None}
+        rec: dict = {"t": round(frame.t if frame else t_take, 6), "seq": frame.seq if frame else None,
+                     "media_t": round(frame.t - self.camera.clock_start, 4) if (frame and self.camera) else None}
+        self._audio_wait_ms = None
         t0 = perf()
         feeds = {}
         if "image" in self.names:
@@ -124,11 +128,15 @@ class Runner:
         decision = self.smoother.update(next(iter(out.values())))
         t4 = perf()
         if self.tap is not None:
-            self.tap(frame, feeds, audio_end, decision)
+            n = int(round(self.spec.audio.window_seconds * self.mic.ring.rate)) if self.mic else 0
+            window = self.mic.ring.read(audio_end - n, audio_end) if self.mic else None
+            self.tap(frame, window, decision)
         now = time.monotonic()
         rec.update({
             "frame_age": round((t_take - frame.t) * 1e3, 3) if (frame and live) else None,
-            "image_pre": round((t1 - t0) * 1e3, 4), "audio_features": round((t2 - t1) * 1e3, 4),
+            "image_pre": round((t1 - t0) * 1e3, 4),
+            "audio_wait": None if self._audio_wait_ms is None else round(self._audio_wait_ms, 4),
+            "audio_features": round((t2 - t1) * 1e3 - (self._audio_wait_ms or 0.0), 4),
             "inference": round((t3 - t2) * 1e3, 4),
             "invoke": None if self.backend.last_invoke_s is None else round(self.backend.last_invoke_s * 1e3, 4),
             "postprocess": round((t4 - t3) * 1e3, 4),
@@ -174,7 +182,7 @@ class Runner:
                     break
                 if o.duration is not None and not live and frame.t - self.camera.clock_start >= o.duration:
                     break
-                if frame.t - last_t < interval - 1e-6:
+                if frame.t - last_t < 0.8 * interval:  # 20 % slack: camera jitter at the cap rate is not a skip
                     self.recorder.counters["frames_skipped_rate_cap"] = self.recorder.counters.get(
                         "frames_skipped_rate_cap", 0) + 1
                     continue

@@ -36,10 +36,6 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
         raise InputError("give --camera and/or --mic")
     if manifest.preprocess is None:
         raise InputError(f"{manifest.directory}: the manifest has no preprocessing spec; edgemm run needs one")
-    selected = open_backend_for(manifest, backend, artifact, threads)
-    for line in selected.tried:
-        note(f"backend {line.split(':')[0]} not used: {line.split(':', 1)[1].strip()}")
-    note(f"backend {selected.name} ({selected.backend.name}) running {selected.path.name}")
     clock_start = time.monotonic() + 0.05
     cam = src_mic = None
     try:
@@ -49,10 +45,19 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
                 raise InputError("--unpaced needs file sources (a video file and a WAV file)")
         if mic is not None:
             src_mic = open_mic(mic, manifest.preprocess.audio.sample_rate, not unpaced, clock_start)
+        selected = open_backend_for(manifest, backend, artifact, threads)
     except BaseException:
-        if cam is not None:
-            cam.stop()
+        for source in (cam, src_mic):
+            if source is not None:
+                source.stop()
         raise
+    for line in selected.tried:
+        note(f"backend {line.split(':')[0]} not used: {line.split(':', 1)[1].strip()}")
+    note(f"backend {selected.name} ({selected.backend.name}) running {selected.path.name}")
+    clock_start = time.monotonic() + 0.05  # media timelines start now, after the (possibly slow) backend start
+    for source in (cam, src_mic):
+        if source is not None and hasattr(source, "clock_start"):
+            source.clock_start = clock_start
     recorder = StatsRecorder(stats)
     recorder.info.update({
         "backend": selected.backend.name, "artifact": selected.artifact, "camera": camera,

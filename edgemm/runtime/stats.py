@@ -5,11 +5,12 @@ Stages (milliseconds unless named otherwise):
   audio_age      end of the paired audio window -> the loop took the frame
   pairing_error  audio window end - frame capture time (signed; hop grid and late audio)
   image_pre      image preprocessing
-  audio_features incremental log-mel
+  audio_wait     waiting for the microphone to deliver audio up to the frame's capture time
+  audio_features log-mel of the new hops (incremental), wait excluded
   inference      the backend's run (set inputs, invoke, read outputs)
   invoke         the interpreter's invoke alone, where the backend can tell
   postprocess    softmax, smoothing, top-k, decision
-  loop           one whole iteration, frame taken -> decision
+  loop           one whole iteration, frame taken -> decision (audio wait included)
   sensor_to_decision  frame capture -> decision ready
 """
 
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("frame_age", "audio_age", "pairing_error", "image_pre", "audio_features", "inference", "invoke",
-          "postprocess", "loop", "sensor_to_decision")
+STAGES = ("frame_age", "audio_age", "pairing_error", "image_pre", "audio_wait", "audio_features", "inference",
+          "invoke", "postprocess", "loop", "sensor_to_decision")
 WARMUP = 1  # the first inference is reported apart from the steady state
 
 
