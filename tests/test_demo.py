@@ -43,11 +43,19 @@ def test_config_rejects_misaligned_frames():
 @pytest.mark.convert
 @pytest.mark.slow
 @needs_espeak
-def test_demo_command_prints_decisions(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path)])
+def test_demo_command_converts_and_runs(tmp_path, data_dir):
+    result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path), "--fast", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if re.match(r"\s+\d+\.\d\ds\s", line)]
+    out = result.output
+    section1 = out.split("== 2.")[0]
+    rows = [line for line in section1.splitlines() if re.match(r"\s+\d+\.\d\ds\s", line)]
     assert len(rows) == len(demo_media.DemoConfig().digits)
-    correct = int(re.search(r"correct: fused (\d+)/", result.output).group(1))
+    correct = int(re.search(r"correct: fused (\d+)/", out).group(1))
     assert correct == sum(line.rstrip().endswith("ok") for line in rows)
-    assert correct >= 0.8 * len(rows)  # clean digits: the teacher must mostly get them right
+    assert correct >= 0.8 * len(rows)  # the float teacher on clean digits
+    assert (tmp_path / "model" / "manifest.json").is_file() and "int8_tflite" in out
+    int8 = re.search(r"int8 decisions at the end of each segment: (\d+)/(\d+) correct", out)
+    assert int(int8.group(1)) >= 0.8 * int(int8.group(2))
+    assert "summary:" in out and (tmp_path / "run_stats.jsonl").is_file()
+    again = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path), "--fast", "--data-dir", str(data_dir)])
+    assert again.exit_code == 0 and "already converted" in again.output

@@ -3,10 +3,7 @@ virtual microphone, signals. The model is the shipped teacher converted once per
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from benchmarks.loopback import MjpegServer, VirtualMic
 
 from edgemm.cli import main
 from edgemm.manifest import load_manifest
@@ -92,13 +91,9 @@ def test_each_frame_is_paired_with_the_audio_ending_at_its_capture_time(converte
 # -- end to end on the demo media ------------------------------------------------------------------------
 
 def _segment_end_labels(stats: Path, truth: list[dict], fps: float) -> list[tuple[str, str]]:
-    records, _ = read_stats(stats)
-    pairs = []
-    for seg in truth:
-        last = [r for r in records if r["media_t"] is not None and r["media_t"] <= seg["end"] - 0.5 / fps]
-        if last:
-            pairs.append((last[-1]["label"], str(seg["digit"])))
-    return pairs
+    from edgemm.demo_media import segment_end_accuracy
+
+    return segment_end_accuracy(read_stats(stats)[0], truth, fps)
 
 
 def test_demo_media_decisions_match_the_labels(converted_teacher, demo_media, tmp_path):
@@ -132,53 +127,9 @@ def test_onnx_runtime_backend_runs_the_int8_onnx(converted_teacher, demo_media, 
 
 # -- live camera on loopback (MJPEG over HTTP) -----------------------------------------------------------
 
-class _MjpegServer:
-    """multipart/x-mixed-replace JPEG stream of the demo frames at `fps`, on 127.0.0.1."""
-
-    def __init__(self, video: Path, fps: float = 30.0):
-        import cv2
-
-        cap = cv2.VideoCapture(str(video))
-        self.frames = []
-        while len(self.frames) < 60:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            self.frames.append(cv2.imencode(".jpg", frame)[1].tobytes())
-        fps_, frames = fps, self.frames
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                start, i = time.monotonic(), 0
-                try:
-                    while True:
-                        jpg = frames[(i * 3 // 4) % len(frames)]
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
-                                         + f"Content-Length: {len(jpg)}\r\n\r\n".encode() + jpg + b"\r\n")
-                        i += 1
-                        time.sleep(max(0.0, start + i / fps_ - time.monotonic()))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_live_http_camera_at_30_fps(converted_teacher, demo_media, tmp_path):
     out, _ = converted_teacher
-    server = _MjpegServer(demo_media.video)
+    server = MjpegServer.from_video(demo_media.video, fps=30.0, max_frames=60)
     try:
         summary = session.run_session(load_manifest(out), camera=server.url, mic=str(demo_media.audio),
                                       duration=4.0, stats=tmp_path / "s.jsonl", emit=lambda s: None,
@@ -194,42 +145,13 @@ def test_live_http_camera_at_30_fps(converted_teacher, demo_media, tmp_path):
 
 # -- real virtual microphone (PulseAudio null sink) ------------------------------------------------------
 
-PULSE_CONFIG = """load-module module-native-protocol-unix auth-anonymous=1
-load-module module-null-sink sink_name=vmic rate=16000 channels=1 format=s16le
-load-module module-remap-source master=vmic.monitor source_name=vmic_src
-load-module module-null-sink sink_name=keeper_sink rate=16000 channels=1 format=s16le
-load-module module-loopback source=vmic.monitor sink=keeper_sink latency_msec=60 source_dont_move=true sink_dont_move=true
-set-default-sink vmic
-set-default-source vmic_src
-"""
-
-
 @pytest.fixture(scope="module")
-def virtual_mic(tmp_path_factory):
-    if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
+def virtual_mic():
+    if not VirtualMic.available:
         pytest.skip("pulseaudio not installed (install.sh installs it)")
-    runtime = tmp_path_factory.mktemp("pulse")
-    runtime.chmod(0o700)
-    config = runtime / "edgemm.pa"
-    config.write_text(PULSE_CONFIG)
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
-    old = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    subprocess.run(["pulseaudio", "--daemonize=yes", "-n", "-F", str(config), "--exit-idle-time=-1"],
-                   env=env, check=True, capture_output=True, timeout=30)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # ready when the null sink reports a small latency
-        out = subprocess.run(["pactl", "list", "sinks"], env=env, capture_output=True, text=True).stdout
-        if "vmic" in out:
-            break
-        time.sleep(0.2)
-    time.sleep(2.0)
-    yield env
-    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)
-    if old is None:
-        os.environ.pop("XDG_RUNTIME_DIR", None)
-    else:
-        os.environ["XDG_RUNTIME_DIR"] = old
+    mic = VirtualMic()
+    yield mic
+    mic.close()
 
 
 def test_virtual_microphone_through_pyaudio(converted_teacher, virtual_mic, tmp_path):
@@ -243,7 +165,7 @@ def test_virtual_microphone_through_pyaudio(converted_teacher, virtual_mic, tmp_
 
     def play_when_listening():
         time.sleep(0.05)
-        player.append(subprocess.Popen(["paplay", "--device=vmic", str(media.audio)], env=virtual_mic))
+        player.append(virtual_mic.play(media.audio))
 
     summary = None
     threading.Thread(target=play_when_listening, daemon=True).start()

@@ -31,8 +31,11 @@ class TensorInfo:
         if not self.quantized:
             return np.asarray(x, dtype=self.dtype)
         info = np.iinfo(self.dtype)
-        q = np.round(np.asarray(x, np.float32) / self.scale) + self.zero_point
-        return np.clip(q, info.min, info.max).astype(self.dtype)
+        q = np.asarray(x, np.float32) * np.float32(1.0 / self.scale)
+        np.rint(q, out=q)
+        q += self.zero_point
+        np.clip(q, info.min, info.max, out=q)
+        return q.astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         if not self.quantized:

@@ -142,6 +142,8 @@ class Runner:
             "postprocess": round((t4 - t3) * 1e3, 4),
             "loop": round((t4 - t0) * 1e3, 4),
             "sensor_to_decision": round((now - frame.t) * 1e3, 3) if (frame and live) else None,
+            "outside_invoke": round((t4 - t0) * 1e3 - (self._audio_wait_ms or 0.0)
+                                    - (self.backend.last_invoke_s or 0.0) * 1e3, 4),
             "label": decision.label, "confidence": round(decision.confidence, 4),
         })
         self.recorder.add(rec)

@@ -11,6 +11,7 @@ Stages (milliseconds unless named otherwise):
   invoke         the interpreter's invoke alone, where the backend can tell
   postprocess    softmax, smoothing, top-k, decision
   loop           one whole iteration, frame taken -> decision (audio wait included)
+  outside_invoke the loop's own work: loop - invoke - audio wait
   sensor_to_decision  frame capture -> decision ready
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 STAGES = ("frame_age", "audio_age", "pairing_error", "image_pre", "audio_wait", "audio_features", "inference",
-          "invoke", "postprocess", "loop", "sensor_to_decision")
+          "invoke", "postprocess", "loop", "outside_invoke", "sensor_to_decision")
 WARMUP = 1  # the first inference is reported apart from the steady state
 
 
