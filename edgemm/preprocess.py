@@ -284,7 +284,10 @@ def log_mel(samples: np.ndarray, spec: AudioSpec, normalise: bool = True) -> np.
     x = np.asarray(samples, dtype=np.float32)
     if x.ndim != 1 or x.size < spec.frame_length:
         raise InputError(f"log_mel needs a 1-D signal of at least {spec.frame_length} samples, got shape {x.shape}")
-    frames = np.lib.stride_tricks.sliding_window_view(x, spec.frame_length)[:: spec.frame_step]
+    x = np.ascontiguousarray(x)
+    count = (x.size - spec.frame_length) // spec.frame_step + 1
+    frames = np.lib.stride_tricks.as_strided(  # a view: frame i = x[i * step : i * step + length]
+        x, (count, spec.frame_length), (x.strides[0] * spec.frame_step, x.strides[0]), writeable=False)
     spectrum = np.abs(np.fft.rfft(frames * _hann(spec.frame_length), n=spec.fft_length))
     if spec.power == 2.0:
         spectrum = spectrum * spectrum

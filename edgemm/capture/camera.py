@@ -25,6 +25,8 @@ class Frame:
     image: np.ndarray  # BGR uint8 as OpenCV delivers it
     t: float  # capture time on the session clock (seconds)
     seq: int  # 0, 1, 2, ... in capture order
+    prepared: np.ndarray | None = None  # the model's image input, when the capture thread preprocessed it
+    prepare_ms: float | None = None
 
 
 def csi_pipeline(sensor: int, width: int = 1280, height: int = 720, fps: int = 30) -> str:
@@ -55,12 +57,15 @@ def classify(uri: str) -> str:
 class CameraSource:
     """Opens `uri`; a capture thread publishes the newest frame (older unconsumed frames count as dropped).
 
+    prepare: a function applied to every frame in the capture thread (the image preprocessing), so that
+    it runs on another core while the loop runs the model on the previous frame.
+
     realtime: files are paced at their native frame rate (False: the loop pulls frames as fast as it can,
     with media timestamps, see `read_next`).
     """
 
     def __init__(self, uri: str, realtime: bool = True, clock_start: float | None = None,
-                 reconnect: bool = True, max_backoff: float = 5.0):
+                 reconnect: bool = True, max_backoff: float = 5.0, prepare=None):
         try:
             import cv2
         except ImportError as e:
@@ -68,6 +73,7 @@ class CameraSource:
         self._cv2 = cv2
         self.uri, self.kind = str(uri), classify(str(uri))
         self.realtime = realtime
+        self.prepare = prepare  # run on every captured frame in the capture thread (pipelined preprocessing)
         self.clock_start = time.monotonic() if clock_start is None else clock_start
         self.reconnect_enabled = reconnect and self.kind == "stream"
         self.max_backoff = max_backoff
@@ -167,7 +173,12 @@ class CameraSource:
                         break
             else:
                 t = time.monotonic()
-            self._publish(Frame(image, t, self._index))
+            prepared = prepare_ms = None
+            if self.prepare is not None:
+                start = time.perf_counter()
+                prepared = self.prepare(image)
+                prepare_ms = (time.perf_counter() - start) * 1e3
+            self._publish(Frame(image, t, self._index, prepared, prepare_ms))
             self._index += 1
         with self._cond:
             self.ended = True

@@ -9,9 +9,10 @@ import numpy as np
 
 def to_probabilities(scores: np.ndarray) -> np.ndarray:
     """Softmax unless the output already is a probability distribution (softmax head)."""
-    x = np.asarray(scores, np.float64).reshape(-1)
-    if x.min() >= -1e-3 and abs(x.sum() - 1.0) < 0.02:
-        return np.clip(x, 0.0, 1.0)
+    x = np.asarray(scores, np.float32).reshape(-1)
+    total = float(x.sum())
+    if abs(total - 1.0) < 0.02 and float(x.min()) >= -1e-3:
+        return x
     e = np.exp(x - x.max())
     return e / e.sum()
 
@@ -39,12 +40,17 @@ class Smoother:
 
     def update(self, scores: np.ndarray) -> Decision:
         p = to_probabilities(scores)
-        self._state = p if self._state is None else self.alpha * p + (1.0 - self.alpha) * self._state
-        order = np.argsort(-self._state)[: self.top_k]
+        if self._state is None:
+            self._state = p.copy()
+        else:
+            self._state *= 1.0 - self.alpha
+            self._state += self.alpha * p
+        state = self._state
+        order = np.argpartition(-state, self.top_k - 1)[: self.top_k] if state.size > self.top_k else np.arange(state.size)
+        order = order[np.argsort(-state[order])]
         best = int(order[0])
-        confident = self._state[best] >= self.threshold
-        changed = confident and best != self._current
+        changed = bool(state[best] >= self.threshold) and best != self._current
         if changed:
             self._current = best
-        return Decision(self.labels[best], best, float(self._state[best]),
-                        [(self.labels[i], round(float(self._state[i]), 4)) for i in order], changed)
+        top = [(self.labels[i], round(float(state[i]), 4)) for i in order.tolist()]
+        return Decision(self.labels[best], best, float(state[best]), top, changed)

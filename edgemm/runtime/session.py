@@ -30,6 +30,7 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
                 every: bool = False, as_json: bool = False, started: float | None = None,
                 emit: Callable[[str], None] = print, note: Callable[[str], None] = print, tap=None) -> dict:
     from edgemm.capture.camera import CameraSource
+    from edgemm.preprocess import preprocess_image
 
     started = time.monotonic() if started is None else started
     if camera is None and mic is None:
@@ -40,7 +41,9 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
     cam = src_mic = None
     try:
         if camera is not None:
-            cam = CameraSource(camera, realtime=not unpaced, clock_start=clock_start)
+            image_spec = manifest.preprocess.image
+            cam = CameraSource(camera, realtime=not unpaced, clock_start=clock_start,
+                               prepare=None if unpaced else (lambda image: preprocess_image(image, image_spec)))
             if unpaced and cam.kind != "file":
                 raise InputError("--unpaced needs file sources (a video file and a WAV file)")
         if mic is not None:

@@ -4,7 +4,7 @@ Stages (milliseconds unless named otherwise):
   frame_age      camera capture -> the loop took the frame
   audio_age      end of the paired audio window -> the loop took the frame
   pairing_error  audio window end - frame capture time (signed; hop grid and late audio)
-  image_pre      image preprocessing
+  image_pre      image preprocessing (live sources: done by the capture thread, off the loop)
   audio_wait     waiting for the microphone to deliver audio up to the frame's capture time
   audio_features log-mel of the new hops (incremental), wait excluded
   inference      the backend's run (set inputs, invoke, read outputs)
