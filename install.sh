@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 apt_packages=(python3 python3-venv python3-dev gcc portaudio19-dev espeak-ng
-              pulseaudio pulseaudio-utils libasound2-plugins)
+              pulseaudio pulseaudio-utils libasound2-plugins chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

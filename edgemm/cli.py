@@ -246,6 +246,72 @@ def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, 
             click.echo(line)
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: thread counts must be >= 1")
+    return values
+
+
+@main.command()
+@click.argument("model_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--backend", "backends", default="litert,ort-cpu", show_default=True,
+              help="Backends to try: litert, ort-cpu, ort-cuda, ort-tensorrt (comma-separated).")
+@click.option("--threads", default="1,2", show_default=True, help="Thread counts (comma-separated).")
+@click.option("--artifact", "artifacts", default=None, help="Only these manifest artifacts (comma-separated).")
+@click.option("--runs", type=click.IntRange(1), default=200, show_default=True, help="Timed single-stream runs.")
+@click.option("--warmup", type=click.IntRange(0), default=20, show_default=True)
+@click.option("--duration", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="Seconds of back-to-back inference for the throughput figure.")
+@click.option("--pipeline", "pipeline_media", nargs=2, type=click.Path(path_type=Path), default=None,
+              help="VIDEO WAV: also run the edgemm run loop over them (unpaced) and report its stages.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
+@click.option("--baseline", default=None, help="Configuration id for the ratios [default: the first].")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Directory for report.json, report.md and report.html.")
+@click.option("--compare", "compare_files", nargs=2, type=click.Path(path_type=Path), default=None,
+              help="OLD.json NEW.json: flag regressions instead of benchmarking (exit 1 if any).")
+@click.option("--tolerance", type=click.FloatRange(min=0.0), default=0.10, show_default=True,
+              help="--compare: allowed median slow-down (0.10 = 10 %).")
+def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipeline_media, data_dir, baseline,
+          report_dir, compare_files, tolerance) -> None:
+    """Benchmark converted models (DIR = edgemm convert output) and write comparable reports."""
+    from edgemm.bench import report as reports
+    from edgemm.bench.run import compare, run_bench
+    from edgemm.errors import GateError, InputError
+
+    if compare_files:
+        old, new = (reports.load_report(p) for p in compare_files)
+        findings = compare(old, new, tolerance)
+        for f in findings:
+            extra = f", accuracy {f['accuracy_change_points']:+.2f} points" if "accuracy_change_points" in f else ""
+            click.echo(f"{'REGRESSION' if f['regression'] else 'ok':<10} {f['id']}: p50 {f['old_p50_ms']:.3f} -> "
+                       f"{f['new_p50_ms']:.3f} ms ({f['ratio']:.2f}x){extra}")
+        bad = [f for f in findings if f["regression"]]
+        if not findings:
+            raise InputError("the two reports have no configuration in common")
+        if bad:
+            raise GateError(f"{len(bad)} configuration(s) regressed beyond {tolerance:.0%}: "
+                            + ", ".join(f["id"] for f in bad))
+        return
+    if not model_dirs:
+        raise click.UsageError("give one or more model directories (or --compare OLD NEW)")
+    if report_dir is None:
+        raise click.UsageError("--report OUT is required when benchmarking")
+    result = run_bench(
+        list(model_dirs), backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        threads=_int_list(threads), runs=runs, warmup=warmup, duration=duration,
+        artifacts=tuple(a.strip() for a in artifacts.split(",")) if artifacts else None, data_dir=data_dir,
+        pipeline_media=tuple(pipeline_media) if pipeline_media else None, baseline=baseline,
+        log=lambda line: click.echo(line, err=True))
+    paths = reports.write_reports(result, report_dir)
+    click.echo(reports.markdown(result))
+    click.echo("reports: " + ", ".join(str(p) for p in paths.values()))
+
+
 @main.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
               help="Where the demo media, converted model and stats are written.")

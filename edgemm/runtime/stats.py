@@ -33,6 +33,13 @@ WARMUP = 1  # the first inference is reported apart from the steady state
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM; ru_maxrss would include the parent's before exec)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
 
 

@@ -1,0 +1,1 @@
+"""`edgemm bench`: model and pipeline benchmarks, reports, and regression comparison."""

@@ -1,0 +1,166 @@
+"""Benchmark reports: JSON (the data), Markdown (a summary), HTML with inline SVG plots (offline, no scripts)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from edgemm.atomic import atomic_path, write_json
+
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _ok(report: dict) -> list[dict]:
+    return [r for r in report["results"] if "latency_ms" in r]
+
+
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [
+        "# edgemm bench report", "",
+        f"Created {report['created']} on {env['cpu']} ({env['cores']} cores, governor {env['governor']}), "
+        f"{env['platform']}, Python {env['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()), "",
+        f"Settings: {report['settings']['warmup']} warm-up, {report['settings']['runs']} timed runs, "
+        f"{report['settings']['duration_s']} s throughput; baseline `{report['settings']['baseline']}`.", "",
+        "| configuration | precision | size | accuracy | init ms | first ms | p50 ms | p90 ms | p99 ms | mean ± std | "
+        "throughput /s | peak RSS MB | vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        if "latency_ms" not in r:
+            lines.append(f"| {r['id']} | {r['precision']} | {r['size_bytes'] / 1024:.1f} KiB | - | - | - | - | - | - | - | - | - "
+                         f"| skipped: {r.get('error')} |")
+            continue
+        lat = r["latency_ms"]
+        acc = "-" if r.get("accuracy") is None else f"{100 * r['accuracy']:.2f} %"
+        lines.append(f"| {r['id']} | {r['precision']} | {r['size_bytes'] / 1024:.1f} KiB | {acc} | {r['init_ms']:.1f} | "
+                     f"{r['first_inference_ms']:.3f} | {lat['p50']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | "
+                     f"{lat['mean']:.3f} ± {lat['std']:.3f} | {r['throughput_per_s']} | {r['peak_rss_mb']} | "
+                     f"{r['ratio_p50_vs_baseline']:.2f}x |")
+    for p in report.get("pipeline", []):
+        s = p["summary"]
+        lines += ["", f"## Pipeline: `edgemm run` on {Path(p['media'][0]).name} + {Path(p['media'][1]).name} ({p['model']}, "
+                  f"{p['backend']}, unpaced)", "", f"{s['inferences']} inferences; counters: "
+                  + ", ".join(f"{k} {v}" for k, v in s["counters"].items()), "",
+                  "| stage (ms) | count | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {d['count']} | {d['p50']:.3f} | {d['p90']:.3f} | {d['p99']:.3f} | {d['max']:.3f} |"
+                  for k, d in s["stages_ms"].items() if d.get("count")]
+    return "\n".join(lines) + "\n"
+
+
+def _latency_svg(rows: list[dict], width: int = 900) -> str:
+    """Per configuration: a box from p50 to p90, whiskers min..p99, a tick at max; log-free linear axis."""
+    row_h, left, right = 26, 260, 40
+    height = 40 + row_h * len(rows)
+    top = max(r["latency_ms"]["p99"] for r in rows) * 1.1 or 1.0
+    x = lambda v: left + (width - left - right) * v / top  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             'aria-label="latency distribution per configuration">']
+    for i in range(6):
+        v = top * i / 5
+        parts.append(f'<line x1="{x(v):.1f}" y1="20" x2="{x(v):.1f}" y2="{height - 15}" stroke="#ddd"/>'
+                     f'<text x="{x(v):.1f}" y="{height - 2}" font-size="11" text-anchor="middle">{v:.2f} ms</text>')
+    for i, r in enumerate(rows):
+        lat, y = r["latency_ms"], 25 + i * row_h
+        c = COLOURS[i % len(COLOURS)]
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" font-size="12" text-anchor="end">{html.escape(r["id"])}</text>'
+                     f'<line x1="{x(lat["min"]):.1f}" y1="{y + 9}" x2="{x(lat["p99"]):.1f}" y2="{y + 9}" stroke="{c}"/>'
+                     f'<rect x="{x(lat["p50"]):.1f}" y="{y + 2}" width="{max(1.0, x(lat["p90"]) - x(lat["p50"])):.1f}" '
+                     f'height="14" fill="{c}" fill-opacity="0.5" stroke="{c}"/>'
+                     f'<line x1="{x(lat["p50"]):.1f}" y1="{y}" x2="{x(lat["p50"]):.1f}" y2="{y + 18}" stroke="#000" stroke-width="2"/>'
+                     f'<title>{html.escape(r["id"])}: min {lat["min"]} p50 {lat["p50"]} p90 {lat["p90"]} p99 {lat["p99"]} '
+                     f'max {lat["max"]} ms</title>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _tradeoff_svg(rows: list[dict], width: int = 900, height: int = 420) -> str:
+    """Accuracy (y) vs median latency (x); marker area ~ model size."""
+    pts = [r for r in rows if r.get("accuracy") is not None]
+    if not pts:
+        return "<p>No accuracy figures (no reference data on this machine).</p>"
+    left, bottom, pad = 70, 50, 30
+    xs, ys = [r["latency_ms"]["p50"] for r in pts], [100 * r["accuracy"] for r in pts]
+    x0, x1 = 0.0, max(xs) * 1.15
+    y0, y1 = min(ys) - 1.0, max(ys) + 1.0
+    sx = lambda v: left + (width - left - pad) * (v - x0) / (x1 - x0)  # noqa: E731
+    sy = lambda v: height - bottom - (height - bottom - pad) * (v - y0) / (y1 - y0)  # noqa: E731
+    biggest = max(r["size_bytes"] for r in pts)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             'aria-label="accuracy versus latency and size">',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - pad}" y2="{height - bottom}" stroke="#000"/>',
+             f'<line x1="{left}" y1="{pad}" x2="{left}" y2="{height - bottom}" stroke="#000"/>',
+             f'<text x="{(left + width) / 2:.0f}" y="{height - 10}" font-size="12" text-anchor="middle">median latency (ms)</text>',
+             f'<text x="15" y="{height / 2:.0f}" font-size="12" transform="rotate(-90 15 {height / 2:.0f})" '
+             'text-anchor="middle">accuracy (%)</text>']
+    for i in range(6):
+        vx, vy = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
+        parts.append(f'<text x="{sx(vx):.1f}" y="{height - bottom + 16}" font-size="11" text-anchor="middle">{vx:.2f}</text>'
+                     f'<text x="{left - 6}" y="{sy(vy) + 4:.1f}" font-size="11" text-anchor="end">{vy:.1f}</text>')
+    for i, r in enumerate(pts):
+        radius = 4 + 14 * (r["size_bytes"] / biggest) ** 0.5
+        c = COLOURS[i % len(COLOURS)]
+        parts.append(f'<circle cx="{sx(r["latency_ms"]["p50"]):.1f}" cy="{sy(100 * r["accuracy"]):.1f}" r="{radius:.1f}" '
+                     f'fill="{c}" fill-opacity="0.6" stroke="{c}"><title>{html.escape(r["id"])}: '
+                     f'{100 * r["accuracy"]:.2f} %, {r["latency_ms"]["p50"]} ms, {r["size_bytes"] / 1024:.0f} KiB</title></circle>'
+                     f'<text x="{sx(r["latency_ms"]["p50"]) + radius + 3:.1f}" y="{sy(100 * r["accuracy"]) + 4:.1f}" '
+                     f'font-size="10">{html.escape(r["id"])}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def html_page(report: dict) -> str:
+    rows = _ok(report)
+    md_table = markdown(report)
+    body_rows = []
+    for line in md_table.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            tag = "th" if line.startswith("| configuration") or line.startswith("| stage") else "td"
+            body_rows.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+    env = report["environment"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>edgemm bench report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f3f3f3}}</style></head>
+<body>
+<h1>edgemm bench report</h1>
+<p>Created {html.escape(report['created'])} on {html.escape(str(env['cpu']))} ({env['cores']} cores, governor
+{html.escape(str(env['governor']))}); baseline <code>{html.escape(report['settings']['baseline'])}</code>.</p>
+<h2>Latency distribution per configuration</h2>
+<p>Box: median to p90; whisker: min to p99; black tick: median.</p>
+{_latency_svg(rows)}
+<h2>Accuracy vs latency vs size</h2>
+<p>Marker area grows with the artifact size.</p>
+{_tradeoff_svg(rows)}
+<h2>Results</h2>
+<table>{''.join(body_rows)}</table>
+</body></html>
+"""
+
+
+def write_reports(report: dict, out: Path) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html"}
+    write_json(paths["json"], report)
+    for key, text in (("markdown", markdown(report)), ("html", html_page(report))):
+        with atomic_path(paths[key]) as tmp:
+            tmp.write_text(text)
+    return paths
+
+
+def load_report(path: Path) -> dict:
+    from edgemm.errors import InputError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such report") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a JSON report ({e})") from None
+    if not isinstance(data, dict) or "results" not in data:
+        raise InputError(f"{path}: not an edgemm bench report")
+    return data

@@ -1,0 +1,101 @@
+"""`edgemm bench`: the matrix, the reports (opened in headless Chromium when installed) and --compare."""
+
+from __future__ import annotations
+
+import copy
+import html.parser
+import json
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from edgemm.cli import main
+
+pytestmark = pytest.mark.convert
+
+
+@pytest.fixture(scope="module")
+def bench_report(converted_teacher, data_dir, tmp_path_factory):
+    out, _ = converted_teacher
+    report_dir = tmp_path_factory.mktemp("bench")
+    result = CliRunner().invoke(main, ["bench", str(out), "--runs", "30", "--warmup", "5", "--duration", "0.2",
+                                       "--data-dir", str(data_dir), "--report", str(report_dir)])
+    assert result.exit_code == 0, result.output
+    return report_dir, json.loads((report_dir / "report.json").read_text())
+
+
+def test_matrix_covers_float_and_int8_tflite_and_onnx_at_1_and_2_threads(bench_report):
+    _, report = bench_report
+    ids = {r["id"].split("/", 1)[1] for r in report["results"]}
+    assert ids == {f"{a}/{b}/t{n}" for a, b in (("float_tflite", "litert"), ("int8_tflite", "litert"),
+                                                ("float_onnx", "ort-cpu"), ("int8_onnx", "ort-cpu")) for n in (1, 2)}
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        assert lat["count"] == 30 and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["init_ms"] > 0 and r["first_inference_ms"] > 0 and r["throughput_per_s"] > 0
+        assert r["peak_rss_mb"] > 10 and len(r["sha256"]) == 64 and 0.8 < r["accuracy"] <= 1.0
+    assert report["results"][0]["ratio_p50_vs_baseline"] == 1.0
+    env = report["environment"]
+    assert env["cores"] and "ai-edge-litert" in env["libraries"] and "onnxruntime" in env["libraries"]
+    assert report["schema_version"] == 1
+
+
+def test_markdown_and_html_reports(bench_report, tmp_path):
+    report_dir, report = bench_report
+    md = (report_dir / "report.md").read_text()
+    assert md.count("\n| ") >= 1 + len(report["results"]) and "vs baseline" in md
+    page = (report_dir / "report.html").read_text()
+
+    class Checker(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.svgs, self.scripts = [], 0, 0
+
+        def handle_starttag(self, tag, attrs):
+            self.svgs += tag == "svg"
+            self.scripts += tag == "script"
+
+    checker = Checker()
+    checker.feed(page)
+    assert checker.svgs == 2 and checker.scripts == 0  # two plots, nothing to execute, nothing to fetch
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed: the headless rendering check needs it (install.sh installs it)")
+    png = tmp_path / "report.png"
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+                           f"--screenshot={png}", "--window-size=1200,1400", (report_dir / "report.html").as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert png.is_file() and png.stat().st_size > 20_000, proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr and "Failed to load resource" not in proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_flags_a_slowed_configuration(bench_report, tmp_path):
+    _, report = bench_report
+    old, same, slow = tmp_path / "old.json", tmp_path / "same.json", tmp_path / "slow.json"
+    old.write_text(json.dumps(report))
+    same.write_text(json.dumps(report))
+    slowed = copy.deepcopy(report)
+    target = slowed["results"][2]
+    for key in ("min", "p50", "p90", "p99", "max", "mean"):
+        target["latency_ms"][key] *= 1.5  # a configuration that got 50 % slower
+    slow.write_text(json.dumps(slowed))
+    ok = CliRunner().invoke(main, ["bench", "--compare", str(old), str(same)])
+    assert ok.exit_code == 0 and "REGRESSION" not in ok.output
+    bad = CliRunner().invoke(main, ["bench", "--compare", str(old), str(slow)])
+    assert bad.exit_code == 1
+    flagged = [line for line in bad.output.splitlines() if line.startswith("REGRESSION")]
+    assert len(flagged) == 1 and target["id"] in flagged[0] and "(1.50x)" in flagged[0]
+    assert "1 configuration(s) regressed" in bad.stderr
+
+
+def test_compare_rejects_bad_reports(tmp_path):
+    (tmp_path / "a.json").write_text("{not json")
+    (tmp_path / "b.json").write_text(json.dumps({"results": [], "schema_version": 99}))
+    result = CliRunner().invoke(main, ["bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert result.exit_code == 3 and "not a JSON report" in result.stderr
