@@ -91,7 +91,8 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="converted model directory")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--phases", type=int, default=3, help="alternating 10 s edgemm / bare-loop phases")
+    parser.add_argument("--phases", type=int, default=3, help="alternating edgemm / bare-loop phases")
+    parser.add_argument("--phase-seconds", type=float, default=10.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if not VirtualMic.available:
@@ -110,7 +111,7 @@ def main() -> int:
         manifest = load_manifest(model)
         media = demo_media.render(tmp / "media")
         speech, rate = read_wav(media.audio)
-        repeats = int(np.ceil((args.duration + 30 * args.phases + 10) * rate / speech.size))
+        repeats = int(np.ceil((args.duration + 3 * args.phase_seconds * args.phases + 10) * rate / speech.size))
         write_wav(tmp / "long.wav", np.tile(speech, repeats), rate)
         camera = MjpegServer.from_video(media.video, fps=30.0, hold=2)  # the 20 fps demo frames at 30 fps
         mic = VirtualMic()
@@ -126,9 +127,10 @@ def main() -> int:
             for _ in range(args.phases):
                 phase_stats = tmp / "phase.jsonl"
                 session.run_session(manifest, camera=camera.url, mic="default", backend="litert", threads=args.threads,
-                                    duration=10.0, stats=phase_stats, emit=lambda s: None, note=lambda s: None)
-                phases["bare"].append(bare_loop(artifact, args.threads, camera_url=camera.url, seconds=10.0))
-                phases["bare_nowait"].append(bare_loop(artifact, args.threads, camera_url=camera.url, seconds=10.0,
+                                    duration=args.phase_seconds, stats=phase_stats, emit=lambda s: None, note=lambda s: None)
+                phases["bare"].append(bare_loop(artifact, args.threads, camera_url=camera.url, seconds=args.phase_seconds))
+                phases["bare_nowait"].append(bare_loop(artifact, args.threads, camera_url=camera.url,
+                                                       seconds=args.phase_seconds,
                                                        wait_audio=False))
             phase_records, _ = read_stats(phase_stats)
             edge = {k: float(np.median([r[k] for r in phase_records[1:] if r.get(k) is not None]))
@@ -150,7 +152,7 @@ def main() -> int:
     lines = [
         "## `edgemm run`: live 30 fps camera + 16 kHz microphone, reference int8 TFLite",
         "",
-        f"Command: `{COMMAND} --duration {args.duration:g} --threads {args.threads}`. Camera: MJPEG over HTTP on "
+        f"Command: `{COMMAND} --duration {args.duration:g} --threads {args.threads} --phases {args.phases}`. Camera: MJPEG over HTTP on "
         "127.0.0.1 at 30 fps; microphone: PyAudio `default` on the PulseAudio virtual microphone, the demo's spoken "
         f"digits played into it; backend LiteRT (XNNPACK, {args.threads} thread), artifact int8_tflite.",
         "",
@@ -163,7 +165,8 @@ def main() -> int:
         f"(p90 {st['outside_invoke']['p90']:.3f}, p99 {st['outside_invoke']['p99']:.3f}); the image preprocessing "
         f"({st['image_pre']['p50']:.3f} ms median) runs in the capture thread, on the other core, while the loop "
         "runs the model",
-        f"* then {args.phases} x (10 s edgemm, 10 s bare loop, 10 s bare loop without the audio wait), alternating, "
+        f"* then {args.phases} x ({args.phase_seconds:g} s edgemm, {args.phase_seconds:g} s bare loop, "
+        f"{args.phase_seconds:g} s bare loop without the audio wait), alternating, "
         "same camera and microphone. A bare loop = set the inputs, invoke, read the output, once per new frame, "
         "after waiting (like edgemm) until the frame's audio has arrived:",
         f"  **edgemm inference stage median {edge['inference']:.3f} ms vs bare loop {live_bare['loop_p50_ms']:.3f} ms: "

@@ -1,0 +1,58 @@
+"""Every script behind benchmarks/RESULTS.md runs in CI in a short version (no timing asserted, nothing written),
+so that the benchmarks cannot go stale."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.convert, pytest.mark.slow]
+
+
+def _script(name: str, *args, timeout: int = 900) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_reference_teacher(data_dir):
+    assert "fusion gain" in _script("reference_teacher.py", "--no-write")
+
+
+def test_convert_teacher(data_dir):
+    assert "stock ORT quantize_static defaults" in _script("convert_teacher.py", "--no-write")
+
+
+def test_prune_distill_one_epoch(data_dir):
+    out = _script("prune_distill.py", "--epochs", "1", "--no-write")
+    assert "speed-up" in out and "from scratch, hard labels" in out
+
+
+def test_latency_and_bare_loop_scripts(converted_teacher):
+    out, _ = converted_teacher
+    assert "median_ms" in _script("litert_latency.py", out / "int8.tflite", out / "float.tflite", "--rounds", "2",
+                                  "--runs", "5")
+    assert "| int8_tflite | litert |" in _script("bench_vs_bare.py", out, "--rounds", "1", "--runs", "20", "--no-write")
+
+
+def test_bench_teacher(converted_teacher, tmp_path):
+    out, _ = converted_teacher
+    text = _script("bench_teacher.py", "--model", out, "--runs", "10", "--duration", "0.1", "--report", tmp_path,
+                   "--no-write")
+    assert "int8_tflite/litert/t2" in text and (tmp_path / "report.html").is_file()
+
+
+def test_run_pipeline(converted_teacher):
+    from benchmarks.loopback import VirtualMic
+
+    if not VirtualMic.available:
+        pytest.skip("pulseaudio not installed (install.sh installs it)")
+    out, _ = converted_teacher
+    text = _script("run_pipeline.py", "--model", out, "--duration", "3", "--phases", "1", "--phase-seconds", "2",
+                   "--no-write")
+    assert "audio overflows" in text and "bare loop" in text
