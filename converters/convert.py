@@ -56,6 +56,9 @@ class ConvertOptions:
     formats: tuple[str, ...] = ("tflite", "onnx")
     sidecar: Path | None = None
     labels: tuple[str, ...] | None = None
+    fp16_onnx: bool = False  # also write fp16.onnx (TensorRT / CUDA targets)
+    target: str | None = None  # device profile name (firmware_configs/NAME.yaml)
+    max_latency_ms: float | None = None  # gate on the int8 artifacts' median invoke here (CPU targets)
     # compression before quantization (Keras sources)
     prune: float | None = None  # fraction of channels removed per prunable layer
     distill: bool = False  # train the student on the source model's soft outputs
@@ -345,10 +348,30 @@ class _Run:
             else:
                 self.notes.append(why + "; fix: --reduce-range on (or auto)")
                 self.log("  WARNING: " + self.notes[-1])
+        if o.fp16_onnx:
+            self.fp16(float_path)
         self.artifacts["int8_onnx"]["layers"] = self.stage(
             "layer_report", layer_error.layer_errors, float_path, int8_path, self.calib.inputs)[:20]
         if o.keep_float == "auto" and o.max_accuracy_drop is not None:
             self.keep_sensitive_layers_in_float(float_path, int8_path)
+
+    def fp16(self, float_path: Path) -> None:
+        """fp16 weights and activations, float32 inputs/outputs (what TensorRT/CUDA run fastest without int8)."""
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        path = self.out / "fp16.onnx"
+        self.log("converting float ONNX to fp16 (inputs/outputs stay float32)")
+        model = convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
+        with atomic_path(path) as tmp:
+            onnx.save(model, str(tmp))
+        self.record("fp16_onnx", path, "onnx", "float16")
+        try:
+            self.validate("fp16_onnx", "onnxruntime", path)
+        except InputError as e:
+            self.artifacts["fp16_onnx"].update({"accuracy": None, "agreement": None, "max_abs_diff": None,
+                                                "backend": None, "median_invoke_ms": None, "inputs": [], "outputs": []})
+            self.notes.append(f"fp16.onnx not validated on this CPU ({e}); it is meant for a GPU")
 
     def quantize_onnx(self, float_path: Path, int8_path: Path, reduce_range: bool, excluded: tuple[str, ...]) -> None:
         o = self.options
@@ -392,6 +415,17 @@ class _Run:
             self.notes.append(entry["mixed_precision_cost"])
 
     # -- gates and files --------------------------------------------------------------------------
+    def target_entry(self) -> dict | None:
+        """The device profile the artifacts were made for: backend chain and options for edgemm run."""
+        if not self.options.target:
+            return None
+        from edgemm.profiles import load_profile
+
+        p = load_profile(self.options.target)
+        return {"profile": p.name, "accelerator": p.accelerator, "artifacts": list(p.artifacts),
+                "backends": [{"name": b.name, "options": b.options} for b in p.backends], "threads": p.threads,
+                "budgets": {k: v for k, v in vars(p.budgets).items() if v is not None}}
+
     def write_manifest(self, report: dict) -> None:
         artifacts = {}
         for key, e in self.artifacts.items():
@@ -404,6 +438,7 @@ class _Run:
             "labels": list(self.source.labels),
             "source": report["source"] | {"inputs": report["source"]["inputs"]},
             "float_accuracy": report["float_accuracy"],
+            "target": self.target_entry(),
             "tools": report["tools"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -423,6 +458,11 @@ def check_gates(artifacts: dict[str, dict], o: ConvertOptions) -> list[dict]:
         if o.max_size is not None:
             results.append({"gate": "max_size", "artifact": key, "limit": o.max_size,
                             "value": entry["size_bytes"], "passed": entry["size_bytes"] <= o.max_size})
+    if o.max_latency_ms is not None:
+        for key, entry in artifacts.items():
+            if key.startswith("int8") and entry.get("median_invoke_ms") is not None:
+                results.append({"gate": "max_latency_ms", "artifact": key, "limit": o.max_latency_ms,
+                                "value": entry["median_invoke_ms"], "passed": entry["median_invoke_ms"] <= o.max_latency_ms})
     if o.require_edgetpu_mappable:
         tpu = artifacts.get("int8_tflite", {}).get("edgetpu")
         results.append({"gate": "require_edgetpu_mappable", "artifact": "int8_tflite", "limit": True,
@@ -442,7 +482,7 @@ def gate_message(report: dict, out_dir: Path) -> str | None:
         what = "no int8 TFLite was made" if first is None else f"op {first['index']} {first['op']}: {first['reason']}"
         reason = f"gate require_edgetpu_mappable failed: {what}"
     else:
-        unit = " points" if g["gate"] == "max_accuracy_drop" else " bytes"
+        unit = {"max_accuracy_drop": " points", "max_latency_ms": " ms"}.get(g["gate"], " bytes")
         reason = f"gate {g['gate']} failed for {g['artifact']}: {g['value']}{unit} exceeds the limit {g['limit']}{unit}"
     more = f"; {len(failed) - 1} more gate(s) failed" if len(failed) > 1 else ""
     return f"{reason}{more} (artifacts and {Path(out_dir) / 'report.json'} kept)"

@@ -141,10 +141,12 @@ def _size(text: str | None) -> int | None:
 @click.option("--temperature", type=click.FloatRange(min=0.1), default=4.0, show_default=True)
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
               help="Weight of the teacher's soft targets (1 - alpha: hard labels).")
+@click.option("--target", default=None,
+              help="Device profile (firmware_configs/NAME.yaml): the artifacts the board needs, its budgets as gates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
 def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
             max_accuracy_drop, max_size, require_edgetpu_mappable, formats, sidecar, prune, distill, student, epochs,
-            temperature, alpha, as_json) -> None:
+            temperature, alpha, target, as_json) -> None:
     """Quantize MODEL (.keras or .onnx) to int8 TFLite and int8 ONNX, validate, and apply CI gates.
 
     With --prune and/or --distill, a smaller student is made first (load -> prune -> distill ->
@@ -174,6 +176,26 @@ def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel
     )
     if student is not None and not distill:
         raise click.BadParameter("a student is trained by distillation: add --distill", param_hint="--student")
+    if target:
+        import dataclasses as _dc
+
+        from edgemm.profiles import load_profile
+
+        profile = load_profile(target)
+        wanted = tuple(f for f in ("tflite", "onnx") if any(a.endswith(f) for a in profile.artifacts))
+        b = profile.budgets
+        tighter = lambda a, c: c if a is None else (a if c is None else min(a, c))  # noqa: E731
+        options = _dc.replace(
+            options, formats=wanted, fp16_onnx="fp16_onnx" in profile.artifacts, target=profile.name,
+            require_edgetpu_mappable=require_edgetpu_mappable or profile.require_edgetpu_mappable,
+            max_size=tighter(options.max_size, b.max_model_bytes),
+            max_accuracy_drop=tighter(options.max_accuracy_drop, b.max_accuracy_drop),
+            max_latency_ms=b.max_latency_ms if profile.accelerator == "cpu" else None)
+        click.echo(f"target {profile.name}: {', '.join(profile.artifacts)}; gates: size <= {options.max_size} bytes, "
+                   f"accuracy drop <= {options.max_accuracy_drop} points"
+                   + (", every op on the Edge TPU" if options.require_edgetpu_mappable else "")
+                   + (f", median invoke <= {options.max_latency_ms} ms here" if options.max_latency_ms else
+                      " (latency budget: measure on the board with edgemm bench)"), err=as_json)
     log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     from edgemm.errors import GateError
 
@@ -223,9 +245,11 @@ def _summary_lines(summary: dict) -> list[str]:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--unpaced", is_flag=True, help="File sources only: as fast as possible, in media time.")
 @click.option("--every", is_flag=True, help="Print every inference, not only when the decision changes.")
+@click.option("--profile", "profile_name", default=None,
+              help="Device profile (firmware_configs/NAME.yaml): its backend chain, threads, camera, microphone.")
 @click.option("--json", "as_json", is_flag=True, help="Decisions and the summary as JSON lines.")
 def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, smoothing, threshold, stats,
-        metrics_port, metrics_host, unpaced, every, as_json) -> None:
+        metrics_port, metrics_host, unpaced, every, profile_name, as_json) -> None:
     """Capture camera + microphone, align them in time, run fused inference and print decisions."""
     import time as _time
 
@@ -233,9 +257,16 @@ def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, 
     from edgemm.runtime import session
 
     started = _time.monotonic()
+    profile = None
+    if profile_name:
+        from edgemm.profiles import load_profile
+
+        profile = load_profile(profile_name)
+        camera = profile.camera.uri if camera is None else camera
+        mic = profile.microphone.device if mic is None else mic
     manifest = load_manifest(model_dir)
     summary = session.run_session(
-        manifest, camera=camera, mic=mic, backend=backend, artifact=artifact, threads=threads, duration=duration,
+        manifest, profile=profile, camera=camera, mic=mic, backend=backend, artifact=artifact, threads=threads, duration=duration,
         max_rate=max_rate, smoothing=smoothing, threshold=threshold, stats=stats, metrics_port=metrics_port,
         metrics_host=metrics_host, unpaced=unpaced, every=every, as_json=as_json, started=started,
         emit=lambda line: click.echo(line), note=lambda line: click.echo(line, err=True))
@@ -310,6 +341,52 @@ def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipe
     paths = reports.write_reports(result, report_dir)
     click.echo(reports.markdown(result))
     click.echo("reports: " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.group()
+def profiles() -> None:
+    """Device profiles in firmware_configs/: list, show, check this machine against one."""
+
+
+@profiles.command("list")
+def profiles_list() -> None:
+    """Every profile, validated."""
+    from edgemm.profiles import available, load_profile
+
+    for name in available():
+        p = load_profile(name)
+        click.echo(f"{p.name:<18} {p.accelerator:<8} {' -> '.join(b.name for b in p.backends):<36} {p.description}")
+
+
+@profiles.command("show")
+@click.argument("name")
+def profiles_show(name: str) -> None:
+    """A profile's settings, after validation."""
+    import dataclasses as _dc
+
+    from edgemm.profiles import load_profile
+
+    p = load_profile(name)
+    data = _dc.asdict(p)
+    data["path"] = str(p.path)
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@profiles.command("check")
+@click.argument("name")
+def profiles_check(name: str) -> None:
+    """Check this machine against a profile: what is missing and how to fix it (exit 1 if something required is)."""
+    from edgemm.errors import GateError
+    from edgemm.profiles import check, load_profile
+
+    p = load_profile(name)
+    rows = check(p)
+    for item, status, detail in rows:
+        click.echo(f"{status.upper():<8} {item:<36} {detail}")
+    missing = [item for item, status, _ in rows if status == "missing"]
+    if missing:
+        raise GateError(f"this machine does not meet {p.name}: missing {', '.join(missing)}")
+    click.echo(f"this machine meets {p.name}" + (" (with warnings)" if any(s == "warning" for _, s, _ in rows) else ""))
 
 
 @main.command()

@@ -99,3 +99,24 @@ def test_compare_rejects_bad_reports(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"results": [], "schema_version": 99}))
     result = CliRunner().invoke(main, ["bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     assert result.exit_code == 3 and "not a JSON report" in result.stderr
+
+
+def test_compare_catches_a_really_slowed_run(bench_report, converted_teacher, tmp_path):
+    """The same configuration benchmarked again while three busy processes compete for the 2 cores."""
+    import sys
+
+    out, _ = converted_teacher
+    report_dir, _ = bench_report
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    try:
+        result = CliRunner().invoke(main, ["bench", str(out), "--artifact", "int8_tflite", "--backend", "litert",
+                                           "--threads", "1", "--runs", "60", "--warmup", "5", "--duration", "0.1",
+                                           "--report", str(tmp_path / "slow")])
+    finally:
+        for hog in hogs:
+            hog.kill()
+    assert result.exit_code == 0, result.output
+    compared = CliRunner().invoke(main, ["bench", "--compare", str(report_dir / "report.json"),
+                                         str(tmp_path / "slow" / "report.json")])
+    assert compared.exit_code == 1, compared.output
+    assert "REGRESSION" in compared.output and "int8_tflite/litert/t1" in compared.output

@@ -8,6 +8,8 @@ each window.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -70,6 +72,30 @@ class WavSource:
             self._thread.join(timeout=2.0)
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silences what ALSA/JACK print to file descriptor 2 while PortAudio probes devices
+    (dozens of lines about absent sound cards); Python-level errors still surface as exceptions."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def open_pyaudio():
+    pyaudio = _pyaudio()
+    with quiet_native_stderr():
+        return pyaudio.PyAudio()
+
+
 def _pyaudio():
     try:
         import pyaudio
@@ -106,7 +132,7 @@ class MicSource:
     def __init__(self, device: str | int | None, rate: int, chunk: int = 320):
         pyaudio = _pyaudio()
         self._pyaudio = pyaudio
-        self.pa = pyaudio.PyAudio()
+        self.pa = open_pyaudio()
         try:
             info = find_input_device(self.pa, device)
             index = int(info["index"])
@@ -119,9 +145,10 @@ class MicSource:
             self.chunk = int(round(chunk * self.rate / rate))
             self.ring = AudioRing(self.rate)
             self.device = f"{info['name']} (#{index}, {self.rate} Hz)"
-            self._stream = self.pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
-                                        input_device_index=index, frames_per_buffer=self.chunk,
-                                        stream_callback=self._callback, start=False)
+            with quiet_native_stderr():
+                self._stream = self.pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
+                                            input_device_index=index, frames_per_buffer=self.chunk,
+                                            stream_callback=self._callback, start=False)
             self.input_latency = float(self._stream.get_input_latency())
         except (OSError, IOError) as e:
             self.pa.terminate()

@@ -12,8 +12,8 @@ from edgemm.manifest import Manifest
 # backend name -> (artifacts to try in order, how to open)
 BACKEND_ARTIFACTS = {
     "edgetpu": ("int8_tflite",),
-    "ort-tensorrt": ("int8_onnx", "float_onnx"),
-    "ort-cuda": ("int8_onnx", "float_onnx"),
+    "ort-tensorrt": ("int8_onnx", "fp16_onnx", "float_onnx"),
+    "ort-cuda": ("int8_onnx", "fp16_onnx", "float_onnx"),
     "litert": ("int8_tflite", "float_tflite"),
     "ort-cpu": ("int8_onnx", "float_onnx"),
 }
@@ -41,7 +41,11 @@ def _edgetpu_model(manifest: Manifest, artifact: str) -> Path:
 
 
 def open_named(manifest: Manifest, name: str, artifact: str | None = None, threads: int | None = None,
-               trt_cache: Path | None = None) -> Selected:
+               trt_cache: Path | None = None, options: dict | None = None, note=None) -> Selected:
+    """Opens backend `name` on its artifact; `options` come from a device profile (delegate path,
+    execution-provider options)."""
+    options = dict(options or {})
+    artifact = artifact or options.pop("artifact", None)  # a profile may pin the artifact (e.g. fp16 on Jetson Nano)
     if name not in BACKEND_ARTIFACTS:
         raise InputError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
     candidates = (artifact,) if artifact else tuple(a for a in BACKEND_ARTIFACTS[name] if a in manifest.artifacts)
@@ -55,7 +59,8 @@ def open_named(manifest: Manifest, name: str, artifact: str | None = None, threa
         from edgemm.backends.litert import LiteRTBackend
 
         path = _edgetpu_model(manifest, key)
-        return Selected(LiteRTBackend(path, threads=threads, delegate=EDGETPU_LIBRARY), name, key, path, [])
+        delegate = options.get("delegate", EDGETPU_LIBRARY)
+        return Selected(LiteRTBackend(path, threads=threads, delegate=delegate), name, key, path, [])
     path = manifest.artifact_path(key)
     if name == "litert":
         from edgemm.backends.litert import LiteRTBackend
@@ -68,22 +73,37 @@ def open_named(manifest: Manifest, name: str, artifact: str | None = None, threa
     elif name == "ort-cuda":
         providers = ["CUDAExecutionProvider"]
     else:
-        options = {"trt_int8_enable": manifest.artifacts[key].precision in ("int8", "mixed"), "trt_fp16_enable": True,
-                   "trt_engine_cache_enable": True,
-                   "trt_engine_cache_path": str(trt_cache or manifest.directory / "trt_cache")}
-        providers = [("TensorrtExecutionProvider", options)]
+        from edgemm.runtime.trt_cache import engine_cache_dir, has_engine
+
+        cache = engine_cache_dir(trt_cache or manifest.directory / "trt_cache", manifest.artifacts[key].sha256)
+        trt = {"trt_int8_enable": manifest.artifacts[key].precision in ("int8", "mixed"), "trt_fp16_enable": True,
+               "trt_engine_cache_enable": True, **options, "trt_engine_cache_path": str(cache),
+               "trt_timing_cache_path": str(cache)}
+        trt = {k: v for k, v in trt.items() if v is not None}
+        cache.mkdir(parents=True, exist_ok=True)
+        if note is not None and not has_engine(cache):
+            note(f"building the TensorRT engine for {path.name}: this can take several minutes on a Jetson; "
+                 f"it is cached in {cache} for the next start")
+        providers = [("TensorrtExecutionProvider", trt)]
     return Selected(OnnxRuntimeBackend(path, providers=providers, threads=threads), name, key, path, [])
 
 
 def open_backend_for(manifest: Manifest, name: str = "auto", artifact: str | None = None, threads: int | None = None,
-                     trt_cache: Path | None = None, order: tuple[str, ...] = AUTO_ORDER) -> Selected:
-    """Opens `name`, or with "auto" the first of `order` that works, saying why the others did not."""
+                     trt_cache: Path | None = None, order: tuple[str, ...] = AUTO_ORDER, profile=None,
+                     note=None) -> Selected:
+    """Opens `name`, or with "auto" the first of `order` (or of the profile's backend chain) that works,
+    saying why the others did not."""
+    chain = [(b, {}) for b in order]
+    if profile is not None:
+        chain = [(b.name, b.options) for b in profile.backends]
+        threads = threads or profile.threads
     if name != "auto":
-        return open_named(manifest, name, artifact, threads, trt_cache)
+        options = next((o for b, o in chain if b == name), {})
+        return open_named(manifest, name, artifact, threads, trt_cache, options, note)
     tried = []
-    for candidate in order:
+    for candidate, options in chain:
         try:
-            selected = open_named(manifest, candidate, artifact, threads, trt_cache)
+            selected = open_named(manifest, candidate, artifact, threads, trt_cache, options, note)
         except EdgemmError as e:
             tried.append(f"{candidate}: {e}")
             continue

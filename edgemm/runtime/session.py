@@ -28,11 +28,14 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
                 max_rate: float = 30.0, smoothing: float = 0.5, threshold: float = 0.5, stats: Path | None = None,
                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1", unpaced: bool = False,
                 every: bool = False, as_json: bool = False, started: float | None = None,
-                emit: Callable[[str], None] = print, note: Callable[[str], None] = print, tap=None) -> dict:
+                emit: Callable[[str], None] = print, note: Callable[[str], None] = print, tap=None,
+                profile=None) -> dict:
     from edgemm.capture.camera import CameraSource
     from edgemm.preprocess import preprocess_image
 
     started = time.monotonic() if started is None else started
+    if profile is not None:  # the board's defaults where the command line says nothing
+        threads = threads or profile.threads
     if camera is None and mic is None:
         raise InputError("give --camera and/or --mic")
     if manifest.preprocess is None:
@@ -48,7 +51,7 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
                 raise InputError("--unpaced needs file sources (a video file and a WAV file)")
         if mic is not None:
             src_mic = open_mic(mic, manifest.preprocess.audio.sample_rate, not unpaced, clock_start)
-        selected = open_backend_for(manifest, backend, artifact, threads)
+        selected = open_backend_for(manifest, backend, artifact, threads, profile=profile, note=note)
     except BaseException:
         for source in (cam, src_mic):
             if source is not None:
@@ -66,7 +69,13 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
         "backend": selected.backend.name, "artifact": selected.artifact, "camera": camera,
         "microphone": getattr(src_mic, "device", None), "audio_input_latency_s": getattr(src_mic, "input_latency", None),
         "unpaced": unpaced, "init_seconds": round(time.monotonic() - started, 3),
+        "profile": None if profile is None else profile.name,
     })
+    from edgemm.profiles import Telemetry, read_telemetry
+
+    telemetry = profile.telemetry if profile is not None else Telemetry(
+        thermal_zones="/sys/class/thermal/thermal_zone*/temp", clocks="/sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq")
+    recorder.info["telemetry_start"] = read_telemetry(telemetry)
     server = serve_metrics(recorder, metrics_port, metrics_host) if metrics_port else None
     options = RunOptions(duration=duration, max_rate=max_rate, smoothing=smoothing, threshold=threshold,
                          json_lines=as_json, every=every, unpaced=unpaced)
@@ -75,6 +84,7 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
     try:
         runner = Runner(manifest, selected, cam, src_mic, options, recorder, emit, tap)
         summary = runner.run()
+        summary["telemetry_end"] = read_telemetry(telemetry)
         return summary
     finally:
         if summary is None:  # an error or interruption: still write what was measured
