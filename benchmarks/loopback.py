@@ -65,8 +65,9 @@ class VirtualMic:
 class MjpegServer:
     """Streams `jpegs` (a list of JPEG bytes, cycled, each shown `hold` times) at `fps` on 127.0.0.1."""
 
-    def __init__(self, jpegs: list[bytes], fps: float = 30.0, hold: int = 1):
+    def __init__(self, jpegs: list[bytes], fps: float = 30.0, hold: int = 1, port: int = 0):
         frames = list(jpegs)
+        stopped = self._stopped = threading.Event()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
@@ -75,7 +76,7 @@ class MjpegServer:
                 self.end_headers()
                 start, i = time.monotonic(), 0
                 try:
-                    while True:
+                    while not stopped.is_set():  # closing the server drops its clients, as a camera going away does
                         jpg = frames[(i // hold) % len(frames)]
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          + f"Content-Length: {len(jpg)}\r\n\r\n".encode() + jpg + b"\r\n")
@@ -87,13 +88,14 @@ class MjpegServer:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
         threading.Thread(target=self.server.serve_forever, name="mjpeg-server", daemon=True).start()
 
     @classmethod
-    def from_video(cls, video: Path, fps: float = 30.0, max_frames: int = 600, hold: int = 1) -> "MjpegServer":
+    def from_video(cls, video: Path, fps: float = 30.0, max_frames: int = 600, hold: int = 1,
+                   port: int = 0) -> "MjpegServer":
         import cv2
 
         cap = cv2.VideoCapture(str(video))
@@ -103,8 +105,9 @@ class MjpegServer:
             if not ok:
                 break
             jpegs.append(cv2.imencode(".jpg", frame)[1].tobytes())
-        return cls(jpegs, fps, hold)
+        return cls(jpegs, fps, hold, port)
 
     def close(self) -> None:
+        self._stopped.set()
         self.server.shutdown()
         self.server.server_close()

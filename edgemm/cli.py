@@ -245,11 +245,13 @@ def _summary_lines(summary: dict) -> list[str]:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--unpaced", is_flag=True, help="File sources only: as fast as possible, in media time.")
 @click.option("--every", is_flag=True, help="Print every inference, not only when the decision changes.")
+@click.option("--on-error", type=click.Choice(["continue", "stop"]), default="continue", show_default=True,
+              help="When the backend fails on one input: count it and go on (up to 10), or stop.")
 @click.option("--profile", "profile_name", default=None,
               help="Device profile (firmware_configs/NAME.yaml): its backend chain, threads, camera, microphone.")
 @click.option("--json", "as_json", is_flag=True, help="Decisions and the summary as JSON lines.")
 def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, smoothing, threshold, stats,
-        metrics_port, metrics_host, unpaced, every, profile_name, as_json) -> None:
+        metrics_port, metrics_host, unpaced, every, on_error, profile_name, as_json) -> None:
     """Capture camera + microphone, align them in time, run fused inference and print decisions."""
     import time as _time
 
@@ -266,7 +268,7 @@ def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, 
         mic = profile.microphone.device if mic is None else mic
     manifest = load_manifest(model_dir)
     summary = session.run_session(
-        manifest, profile=profile, camera=camera, mic=mic, backend=backend, artifact=artifact, threads=threads, duration=duration,
+        manifest, profile=profile, on_error=on_error, camera=camera, mic=mic, backend=backend, artifact=artifact, threads=threads, duration=duration,
         max_rate=max_rate, smoothing=smoothing, threshold=threshold, stats=stats, metrics_port=metrics_port,
         metrics_host=metrics_host, unpaced=unpaced, every=every, as_json=as_json, started=started,
         emit=lambda line: click.echo(line), note=lambda line: click.echo(line, err=True))

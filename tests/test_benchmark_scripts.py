@@ -56,3 +56,13 @@ def test_run_pipeline(converted_teacher):
     text = _script("run_pipeline.py", "--model", out, "--duration", "3", "--phases", "1", "--phase-seconds", "2",
                    "--no-write")
     assert "audio overflows" in text and "bare loop" in text
+
+
+def test_soak_short(converted_teacher):
+    from benchmarks.loopback import VirtualMic
+
+    if not VirtualMic.available:
+        pytest.skip("pulseaudio not installed (install.sh installs it)")
+    out, _ = converted_teacher
+    text = _script("soak.py", "--model", out, "--duration", "15", "--window", "5", "--no-write")
+    assert "(**= inferences**)" in text

@@ -15,6 +15,19 @@ from edgemm.errors import DependencyError, InputError
 _SERVING_NAME = re.compile(r"^(?:serving_default_)?(.+?)(?::\d+)?$")
 
 
+def check_flatbuffer(path: Path) -> None:
+    """Refuses files that are not TFLite flatbuffers before the interpreter sees them (a malformed
+    flatbuffer can crash the interpreter outright): size, root offset and the "TFL3" identifier."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if size < 16 or head[4:8] != b"TFL3":
+        raise InputError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
+    root = int.from_bytes(head[:4], "little")
+    if root < 8 or root >= size:
+        raise InputError(f"{path}: truncated or corrupt TFLite flatbuffer (root offset {root}, file size {size})")
+
+
 def _info(name: str, detail: dict) -> TensorInfo:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return TensorInfo(
@@ -41,6 +54,7 @@ class LiteRTBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: no such TFLite model")
+        check_flatbuffer(path)
         self.name = "litert" + (f"+{Path(delegate).name}" if delegate else "")
         delegates = []
         if delegate:

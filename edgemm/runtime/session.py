@@ -29,7 +29,7 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1", unpaced: bool = False,
                 every: bool = False, as_json: bool = False, started: float | None = None,
                 emit: Callable[[str], None] = print, note: Callable[[str], None] = print, tap=None,
-                profile=None) -> dict:
+                profile=None, on_error: str = "continue", backend_wrapper=None) -> dict:
     from edgemm.capture.camera import CameraSource
     from edgemm.preprocess import preprocess_image
 
@@ -78,7 +78,9 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
     recorder.info["telemetry_start"] = read_telemetry(telemetry)
     server = serve_metrics(recorder, metrics_port, metrics_host) if metrics_port else None
     options = RunOptions(duration=duration, max_rate=max_rate, smoothing=smoothing, threshold=threshold,
-                         json_lines=as_json, every=every, unpaced=unpaced)
+                         json_lines=as_json, every=every, unpaced=unpaced, on_error=on_error)
+    if backend_wrapper is not None:  # fault injection in tests
+        selected.backend = backend_wrapper(selected.backend)
     runner = None
     summary = None
     try:

@@ -1,0 +1,133 @@
+"""The bad-input matrix: every command against broken paths, files, manifests, data, devices and options.
+
+Each row: the command line, the documented exit code (README "Exit codes") and a fragment of the one-line
+error. Every failing row must print exactly one `Error:` line (or click's usage error), no traceback, and
+leave an existing stats file, artifact and manifest exactly as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import wave
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgemm.cli import main
+
+pytestmark = pytest.mark.convert
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, converted_teacher, demo_media):
+    """A directory of broken inputs next to good ones."""
+    import keras
+
+    root = tmp_path_factory.mktemp("bad")
+    out, _ = converted_teacher
+    model = root / "good_model"
+    shutil.copytree(out, model)
+    (root / "empty.keras").write_bytes(b"")
+    (root / "random.onnx").write_bytes(np.random.default_rng(0).bytes(3000))
+    (root / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    inp = keras.Input((4,), name="x")
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(inp)).save(root / "tiny.keras")
+    np.savez(root / "nan.npz", x=np.full((10, 4), np.nan, np.float32))
+    np.savez(root / "empty.npz", x=np.zeros((0, 4), np.float32))
+    np.savez(root / "shape.npz", x=np.zeros((10, 5), np.float32))
+    np.savez(root / "wrong_name.npz", y=np.zeros((10, 4), np.float32))
+    (root / "no_manifest").mkdir()
+    (root / "bad_json").mkdir()
+    (root / "bad_json" / "manifest.json").write_text("{not json")
+    missing = root / "missing_artifact"
+    shutil.copytree(model, missing)
+    (missing / "int8.tflite").unlink()
+    tampered = root / "tampered"
+    shutil.copytree(model, tampered)
+    with open(tampered / "int8.tflite", "r+b") as f:
+        f.seek(2000)
+        f.write(b"\xff\xff\xff\xff")
+    (root / "corrupt.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(500))
+    (root / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(8))
+    with wave.open(str(root / "stereo8k.wav"), "wb") as w:  # another rate and channel count: resampled, not refused
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(8000 * 2 * 2 * 3))
+    (root / "video.avi").write_bytes(demo_media.video.read_bytes())
+    (root / "audio.wav").write_bytes(demo_media.audio.read_bytes())
+    (root / "stats.jsonl").write_text('{"t": 1.0, "earlier": "record"}\n')
+    return root
+
+
+M = "{root}/good_model"
+CAM = ["--camera", "{root}/video.avi"]
+MIC = ["--mic", "{root}/audio.wav"]
+MATRIX = [
+    # convert
+    (["convert", "{root}/nope.keras", "--out", "{root}/o"], 3, "no such model file"),
+    (["convert", "{root}/empty.keras", "--out", "{root}/o"], 3, "not a .keras file"),
+    (["convert", "{root}/random.onnx", "--out", "{root}/o"], 3, "not a valid ONNX model"),
+    (["convert", "{root}/model.h5", "--out", "{root}/o"], 3, "unsupported model format"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/nan.npz"], 3, "contains NaN or Inf"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/empty.npz"], 3, "non-zero number of samples"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/shape.npz"], 3, "the model wants (4,)"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/wrong_name.npz"], 3, "do not match the model inputs"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/nope.npz"], 3, "no such calibration file"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o"], 3, "give --calib"),
+    (["convert", "converters/reference/av_digits_teacher.keras", "--out", "{root}/o", "--data-dir", "{root}/nodata"], 4,
+     "AV-digits data not found"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--max-size", "12Q"], 2, "not a size"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--target", "toaster"], 3, "unknown device profile"),
+    # run
+    (["run", "--model", "{root}/no_manifest", *CAM, *MIC], 3, "no manifest"),
+    (["run", "--model", "{root}/bad_json", *CAM, *MIC], 3, "not a readable JSON manifest"),
+    (["run", "--model", "{root}/missing_artifact", "--backend", "litert", *CAM, *MIC], 3, "artifact listed in the manifest is missing"),
+    (["run", "--model", "{root}/tampered", "--backend", "litert", *CAM, *MIC], 3, "sha256 does not match"),
+    (["run", "--model", M, "--camera", "{root}/corrupt.avi", *MIC], 3, "corrupt.avi"),
+    (["run", "--model", M, *CAM, "--mic", "{root}/corrupt.wav"], 3, "corrupt.wav"),
+    (["run", "--model", M, "--camera", "http://127.0.0.1:9/x.mjpg", *MIC], 3, "cannot open stream"),
+    (["run", "--model", M, "--camera", "7", *MIC], 3, "cannot open camera 7"),
+    (["run", "--model", M, *CAM, "--mic", "no-such-microphone"], 3, "no audio input device"),
+    (["run", "--model", M, "--backend", "ort-cuda", *CAM, *MIC], 5, "lacks CUDAExecutionProvider"),
+    (["run", "--model", M, "--profile", "toaster", *CAM, *MIC], 3, "unknown device profile"),
+    (["run", "--model", M], 3, "give --camera and/or --mic"),
+    (["run", "--model", M, *CAM, "--mic", "{root}/stereo8k.wav", "--unpaced", "--duration", "1"], 0, None),
+    # bench, profiles, reference
+    (["bench", "{root}/no_manifest", "--report", "{root}/r"], 3, "no manifest"),
+    (["bench", "--compare", "{root}/nope.json", "{root}/nope.json"], 3, "no such report"),
+    (["bench", M], 2, "--report OUT is required"),
+    (["profiles", "show", "toaster"], 3, "unknown device profile"),
+    (["reference", "eval", "--data-dir", "{root}/nodata"], 4, "AV-digits data not found"),
+]
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args,code,message", MATRIX, ids=[" ".join(a[:3]) + f" #{i}" for i, (a, _, _) in enumerate(MATRIX)])
+def test_bad_input_matrix(bad, args, code, message):
+    stats = bad / "stats.jsonl"
+    protected = [stats, bad / "good_model" / "int8.tflite", bad / "good_model" / "manifest.json"]
+    before = {p: _digest(p) for p in protected}
+    argv = [a.format(root=bad) for a in args]
+    if argv[0] == "run" and code != 0:
+        argv += ["--stats", str(stats)]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    if code:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+        assert len(errors) == 1 and message in errors[0], result.stderr
+    for p in protected[1:]:
+        assert _digest(p) == before[p]  # artifacts and manifest untouched
+    assert stats.read_text().startswith('{"t": 1.0, "earlier": "record"}\n')  # earlier records never lost
+
+
+def test_matrix_size_is_recorded():
+    assert len(MATRIX) >= 30
+    json.dumps(MATRIX)

@@ -1,0 +1,205 @@
+"""Reliability: fuzzed parsers, random model files, faults during `edgemm run` (camera drop, backend errors,
+audio overflow), all with real components except the fault injectors, which are named as such."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+import wave
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgemm import preprocess, profiles
+from edgemm.errors import DataError, EdgemmError, InputError
+from edgemm.manifest import load_manifest
+from edgemm.wav import read_wav
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                           max_leaves=20)
+
+
+# -- fuzzing the parsers ----------------------------------------------------------------------------------
+
+@FUZZ
+@given(data=st.dictionaries(st.sampled_from(["schema_version", "artifacts", "preprocess", "labels", "x"]), json_values))
+def test_manifest_parser_only_raises_input_errors(tmp_path, data):
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    try:
+        load_manifest(tmp_path)
+    except InputError:
+        pass
+
+
+@FUZZ
+@given(data=st.dictionaries(st.sampled_from(["name", "description", "accelerator", "artifacts", "backends", "threads",
+                                             "camera", "budgets", "telemetry", "libraries", "bogus"]), json_values))
+def test_profile_parser_only_raises_input_errors(tmp_path, data):
+    try:
+        profiles.parse_profile(data, tmp_path / "p.yaml")
+    except InputError:
+        pass
+
+
+@FUZZ
+@given(blob=st.binary(max_size=300))
+def test_wav_reader_on_random_bytes(tmp_path, blob):
+    path = tmp_path / "x.wav"
+    path.write_bytes(blob)
+    try:
+        samples, rate = read_wav(path)
+        assert samples.dtype == np.float32 and rate > 0
+    except InputError:
+        pass
+
+
+@FUZZ
+@given(channels=st.integers(1, 3), width=st.sampled_from([1, 2, 3, 4]), rate=st.integers(1000, 96000),
+       frames=st.integers(0, 200), cut=st.integers(0, 40))
+def test_wav_reader_on_valid_and_truncated_files(tmp_path, channels, width, rate, frames, cut):
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames * channels * width))
+    data = buf.getvalue()
+    path = tmp_path / "x.wav"
+    path.write_bytes(data[: len(data) - cut] if cut else data)
+    try:
+        samples, got_rate = read_wav(path)
+        assert got_rate == rate and samples.ndim == 1
+    except InputError:
+        assert cut > 0 or frames == 0
+
+
+@FUZZ
+@given(blob=st.binary(max_size=200))
+def test_idx_reader_on_random_bytes(tmp_path, blob):
+    from edgemm.datasets.avdigits import read_idx
+
+    path = tmp_path / "x.idx"
+    path.write_bytes(blob)
+    try:
+        read_idx(path)
+    except DataError:
+        pass
+
+
+@FUZZ
+@given(h=st.integers(1, 64), w=st.integers(1, 64), c=st.sampled_from([1, 3, 4]), value=st.integers(0, 255))
+def test_image_preprocessing_on_any_frame_size(h, w, c, value):
+    frame = np.full((h, w, c) if c > 1 else (h, w), value, np.uint8)
+    x = preprocess.preprocess_image(frame, preprocess.ImageSpec())
+    assert x.shape == (32, 32, 1) and np.isfinite(x).all()
+
+
+@FUZZ
+@given(n=st.integers(0, 20000), rate=st.sampled_from([8000, 16000, 22050, 44100, 48000]),
+       scale=st.sampled_from([0.0, 1e-9, 1.0, 1e6]))
+def test_audio_features_on_extreme_signals(n, rate, scale):
+    x = (np.random.default_rng(n).normal(size=n) * scale).astype(np.float32)
+    feats = preprocess.audio_features(x, rate, preprocess.AudioSpec())
+    assert feats.shape == (49, 40, 1) and np.isfinite(feats).all()
+
+
+# -- random bytes as model files -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix,head", [(".tflite", b""), (".tflite", b"\x10\x00\x00\x00TFL3"), (".onnx", b"")])
+def test_random_model_files_never_crash_the_caller(tmp_path, suffix, head):
+    from edgemm.backends.isolated import run_isolated
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        path = tmp_path / f"m{i}{suffix}"
+        path.write_bytes(head + rng.bytes(int(rng.integers(16, 4000))))
+        with pytest.raises(InputError):
+            run_isolated("litert" if suffix == ".tflite" else "onnxruntime", path, {"x": np.zeros((1, 4), np.float32)})
+
+
+# -- faults during edgemm run --------------------------------------------------------------------------------
+
+class FaultInjectingBackend:
+    """Test double around a real backend: raises on the calls listed in `fail_on`."""
+
+    def __init__(self, real, fail_on):
+        self._real, self._fail_on, self.calls = real, set(fail_on), 0
+
+    def run(self, feeds):
+        self.calls += 1
+        if self.calls in self._fail_on:
+            raise RuntimeError(f"injected failure on call {self.calls}")
+        return self._real.run(feeds)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.mark.convert
+def test_backend_error_on_one_input_is_counted_and_the_run_goes_on(converted_teacher, demo_media, tmp_path):
+    from edgemm.runtime import session
+    from edgemm.runtime.stats import read_stats
+
+    out, _ = converted_teacher
+    lines = []
+    summary = session.run_session(load_manifest(out), camera=str(demo_media.video), mic=str(demo_media.audio),
+                                  unpaced=True, duration=3.0, stats=tmp_path / "s.jsonl", emit=lines.append,
+                                  note=lambda s: None, backend_wrapper=lambda b: FaultInjectingBackend(b, {5, 9}))
+    assert summary["counters"]["backend_errors"] == 2
+    assert summary["inferences"] == 60 - 2  # 3 s at 20 fps, two failed
+    assert sum("injected failure" in line for line in lines) == 2
+    with pytest.raises(InputError, match="backend failed 1 time"):
+        session.run_session(load_manifest(out), camera=str(demo_media.video), mic=str(demo_media.audio), unpaced=True,
+                            stats=tmp_path / "stop.jsonl", on_error="stop", emit=lambda s: None, note=lambda s: None,
+                            backend_wrapper=lambda b: FaultInjectingBackend(b, {3}))
+    records, stop_summary = read_stats(tmp_path / "stop.jsonl")
+    assert stop_summary["interrupted"] and len(records) == 2  # what was measured before the stop is kept
+
+
+@pytest.mark.convert
+def test_network_camera_that_disappears_and_returns(converted_teacher, demo_media):
+    import threading
+
+    from benchmarks.loopback import MjpegServer
+    from edgemm.runtime import session
+
+    out, _ = converted_teacher
+    first = MjpegServer.from_video(demo_media.video, max_frames=30)
+    port = first.server.server_address[1]
+    result = {}
+
+    def outage():
+        time.sleep(1.5)
+        first.close()  # the camera goes away ...
+        time.sleep(1.5)
+        result["second"] = MjpegServer.from_video(demo_media.video, max_frames=30, port=port)  # ... and comes back
+
+    threading.Thread(target=outage, daemon=True).start()
+    summary = session.run_session(load_manifest(out), camera=first.url, mic=str(demo_media.audio), duration=7.0,
+                                  emit=lambda s: None, note=lambda s: None)
+    result["second"].close()
+    c = summary["counters"]
+    assert c["camera_reconnects"] >= 1 and c["camera_read_errors"] >= 1
+    assert summary["inferences"] > 60  # before and after the outage
+
+
+def test_audio_overflow_and_callback_errors_are_counted():
+    """The PyAudio callback on a real ring buffer, fed with PortAudio's overflow flag and a bad chunk."""
+    import pyaudio
+
+    from edgemm.capture.audio import MicSource
+    from edgemm.runtime.ring import AudioRing
+
+    mic = object.__new__(MicSource)  # the callback alone: no audio device needed
+    mic._pyaudio, mic.ring, mic.input_latency, mic.callback_errors = pyaudio, AudioRing(16000), 0.01, 0
+    chunk = struct.pack("<320h", *([1000] * 320))
+    assert mic._callback(chunk, 320, {}, 0) == (None, pyaudio.paContinue)
+    mic._callback(chunk, 320, {}, pyaudio.paInputOverflow)
+    mic._callback(b"\x00", 1, {}, 0)  # an odd byte count: counted, the stream goes on
+    assert mic.ring.overflows == 1 and mic.callback_errors == 1 and mic.ring.total == 640
