@@ -22,6 +22,7 @@ import math
 import resource
 import threading
 import time
+from array import array
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -55,7 +56,9 @@ def describe(values) -> dict:
 
 
 class StatsRecorder:
-    """Collects per-inference records, appends each to a JSON-lines file (flushed), and summarises."""
+    """Appends each per-inference record to a JSON-lines file (flushed) and keeps, for the summary,
+    only the stage timings as compact float arrays (8 bytes per stage per inference), so memory
+    stays flat over long runs."""
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else None
@@ -63,30 +66,41 @@ class StatsRecorder:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", buffering=1)  # line-buffered: complete lines reach the disk
-        self.records: list[dict] = []
+        self.count = 0
+        self._first: dict | None = None  # the first inference, reported apart from the steady state
+        self._steady = {name: array("d") for name in STAGES}
+        self._t_first_steady: float | None = None
+        self._t_last: float | None = None
         self.counters: dict[str, float] = {}
         self.info: dict = {}
         self._lock = threading.Lock()
 
     def add(self, record: dict) -> None:
         with self._lock:
-            self.records.append(record)
+            self.count += 1
+            if self.count <= WARMUP:
+                self._first = {k: record.get(k) for k in ("inference", "loop", "sensor_to_decision")}
+            else:
+                for name, values in self._steady.items():
+                    value = record.get(name)
+                    if value is not None:
+                        values.append(value)
+                if self._t_first_steady is None:
+                    self._t_first_steady = record.get("t")
+                self._t_last = record.get("t")
             if self._file:
                 self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
                 self._file.flush()
 
     def summary(self) -> dict:
         with self._lock:
-            records = list(self.records)
-        steady = records[WARMUP:]
-        stages = {name: describe([r[name] for r in steady if r.get(name) is not None]) for name in STAGES}
-        out = {"type": "summary", "inferences": len(records), **self.info, "counters": dict(self.counters),
-               "first_inference": {k: records[0].get(k) for k in ("inference", "loop", "sensor_to_decision")}
-               if records else None,
-               "stages_ms": stages, "peak_rss_mb": round(peak_rss_mb(), 1)}
-        if len(steady) >= 2:
-            span = steady[-1]["t"] - steady[0]["t"]
-            out["inference_rate_hz"] = round((len(steady) - 1) / span, 2) if span > 0 else None
+            stages = {name: describe(values) for name, values in self._steady.items()}
+            steady = self.count - min(self.count, WARMUP)
+            out = {"type": "summary", "inferences": self.count, **self.info, "counters": dict(self.counters),
+                   "first_inference": self._first, "stages_ms": stages, "peak_rss_mb": round(peak_rss_mb(), 1)}
+            if steady >= 2 and self._t_first_steady is not None and self._t_last is not None:
+                span = self._t_last - self._t_first_steady
+                out["inference_rate_hz"] = round((steady - 1) / span, 2) if span > 0 else None
         return out
 
     def close(self, summary: dict | None = None) -> None:
