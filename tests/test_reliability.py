@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgemm import preprocess, profiles
-from edgemm.errors import DataError, EdgemmError, InputError
+from edgemm.errors import DataError, InputError
 from edgemm.manifest import load_manifest
 from edgemm.wav import read_wav
 

@@ -23,6 +23,14 @@ import numpy as np
 from edgemm.errors import InputError
 
 
+def child_failure(proc: subprocess.CompletedProcess) -> str:
+    """Why a child process failed, in one line: the signal that killed it, or its last stderr line."""
+    if proc.returncode < 0:
+        return f"the runtime crashed (signal {-proc.returncode})"
+    lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
 def run_isolated(
     kind: str, path, inputs: dict[str, np.ndarray], options: dict | None = None, timeout: float = 600.0
 ) -> tuple[dict[str, np.ndarray], dict]:
@@ -44,11 +52,7 @@ def run_isolated(
             capture_output=True, text=True, timeout=timeout, env=env,
         )
         if proc.returncode != 0:
-            lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
-            reason = lines[-1] if lines else f"exit status {proc.returncode}"
-            if proc.returncode < 0:
-                reason = f"the runtime crashed (signal {-proc.returncode})"
-            raise InputError(f"{path}: running it in {kind} failed: {reason}")
+            raise InputError(f"{path}: running it in {kind} failed: {child_failure(proc)}")
         with np.load(tmp / "outputs.npz") as data:
             outputs = {k: data[k] for k in data.files}
         info = json.loads((tmp / "info.json").read_text())
@@ -63,10 +67,7 @@ def describe_tflite(path, timeout: float = 120.0) -> list[dict]:
         proc = subprocess.run([sys.executable, "-m", "edgemm.backends.isolated", str(Path(tmp) / "job.json")],
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
-            lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
-            reason = f"the runtime crashed (signal {-proc.returncode})" if proc.returncode < 0 else (
-                lines[-1] if lines else f"exit status {proc.returncode}")
-            raise InputError(f"{path}: cannot read its ops: {reason}")
+            raise InputError(f"{path}: cannot read its ops: {child_failure(proc)}")
         return json.loads((Path(tmp) / "ops.json").read_text())
 
 

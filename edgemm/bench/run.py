@@ -81,9 +81,9 @@ def _run_worker(job: dict, timeout: float) -> dict:
         proc = subprocess.run([sys.executable, "-m", "edgemm.bench.worker", str(Path(tmp) / "job.json")],
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-            reason = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else (lines[-1] if lines else "failed")
-            return {"error": reason}
+            from edgemm.backends.isolated import child_failure
+
+            return {"error": child_failure(proc)}
         return json.loads((Path(tmp) / "result.json").read_text())
 
 

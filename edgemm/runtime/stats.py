@@ -21,7 +21,6 @@ import json
 import math
 import resource
 import threading
-import time
 from array import array
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,10 +163,6 @@ def serve_metrics(recorder: StatsRecorder, port: int, host: str = "127.0.0.1") -
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="edgemm-metrics", daemon=True).start()
     return server
-
-
-def now() -> float:
-    return time.monotonic()
 
 
 
