@@ -37,10 +37,14 @@ class VirtualMic:
         self.runtime.chmod(0o700)
         config = self.runtime / "edgemm.pa"
         config.write_text(PULSE_CONFIG)
+        self.config = config
         self.env = dict(os.environ, XDG_RUNTIME_DIR=str(self.runtime))
         self._old = os.environ.get("XDG_RUNTIME_DIR")
         os.environ["XDG_RUNTIME_DIR"] = str(self.runtime)
-        subprocess.run(["pulseaudio", "--daemonize=yes", "-n", "-F", str(config), "--exit-idle-time=-1"],
+        self._start()
+
+    def _start(self) -> None:
+        subprocess.run(["pulseaudio", "--daemonize=yes", "-n", "-F", str(self.config), "--exit-idle-time=-1"],
                        env=self.env, check=True, capture_output=True, timeout=30)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -49,6 +53,12 @@ class VirtualMic:
                 break
             time.sleep(0.2)
         time.sleep(2.0)  # the null sink settles to small blocks (see the notes)
+
+    def restart(self, down_seconds: float) -> None:
+        """The sound server dies (every client stream breaks) and comes back `down_seconds` later."""
+        subprocess.run(["pulseaudio", "--kill"], env=self.env, capture_output=True, timeout=30)
+        time.sleep(down_seconds)
+        self._start()
 
     def play(self, wav: Path) -> subprocess.Popen:
         return subprocess.Popen(["paplay", "--device=vmic", str(wav)], env=self.env)

@@ -75,9 +75,16 @@ def main() -> int:
             mic.close()
         records, written = read_stats(stats)
     t0 = records[0]["t"]
-    first = [r["loop"] - (r.get("audio_wait") or 0) for r in records if r["t"] - t0 <= window]
-    last = [r["loop"] - (r.get("audio_wait") or 0) for r in records if r["t"] - t0 >= args.duration - window]
-    p99_first, p99_last = float(np.percentile(first, 99)), float(np.percentile(last, 99))
+    work = np.array([r["loop"] - (r.get("audio_wait") or 0) for r in records])
+    outside = np.array([r["outside_invoke"] for r in records])
+    minute = np.array([int((r["t"] - t0) // window) for r in records])
+    windows = range(int(minute.max()) + 1)
+    p99_work = [float(np.percentile(work[minute == m], 99)) for m in windows if np.any(minute == m)]
+    p99_outside = [float(np.percentile(outside[minute == m], 99)) for m in windows if np.any(minute == m)]
+    t_rel = np.array([r["t"] - t0 for r in records])
+    first_mask, last_mask = t_rel <= window, t_rel >= args.duration - window
+    p99_first, p99_last = float(np.percentile(work[first_mask], 99)), float(np.percentile(work[last_mask], 99))
+    out_first, out_last = float(np.percentile(outside[first_mask], 99)), float(np.percentile(outside[last_mask], 99))
     after_warmup = [m for t, m in samples if t >= window]
     growth = (max(after_warmup) - after_warmup[0]) / after_warmup[0] if after_warmup else float("nan")
     c = summary["counters"]
@@ -92,12 +99,18 @@ def main() -> int:
         f"* RSS after warm-up: {after_warmup[0]:.1f} MB -> peak {max(after_warmup):.1f} MB: **growth {100 * growth:.2f} %** (limit 5 %)",
         f"* p99 of the loop's own work (loop - audio wait): first {window:g} s {p99_first:.3f} ms, last {window:g} s "
         f"{p99_last:.3f} ms: **ratio {p99_last / p99_first:.3f}** (limit 1.2)",
+        f"* p99 of edgemm's own time outside the model call: first {out_first:.3f} ms, last {out_last:.3f} ms: "
+        f"ratio {out_last / out_first:.3f}",
+        f"* p99 of the loop's work per {window:g} s window, in order: {', '.join(f'{v:.2f}' for v in p99_work)} ms "
+        f"(spread max/min {max(p99_work) / min(p99_work):.2f}: the noise floor of this machine)",
+        f"* p99 outside the model call per window: {', '.join(f'{v:.2f}' for v in p99_outside)} ms",
         f"* audio overflows {c['audio_overflows']}, frames dropped {c['frames_dropped']}, camera reconnects "
         f"{c['camera_reconnects']}, backend errors {c['backend_errors']}",
     ]
     body = "\n".join(lines)
     print(body)
-    print(json.dumps({"growth": growth, "p99_first": p99_first, "p99_last": p99_last, "records": len(records),
+    print(json.dumps({"growth": growth, "p99_first": p99_first, "p99_last": p99_last, "p99_windows": p99_work,
+                      "outside_first": out_first, "outside_last": out_last, "records": len(records),
                       "inferences": summary["inferences"]}))
     if not args.no_write:
         update_section("soak", body)

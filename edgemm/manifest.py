@@ -64,6 +64,25 @@ class Manifest:
         return path
 
 
+def _dims_agree(declared, actual) -> bool:
+    return len(declared) == len(actual) and all(
+        not isinstance(d, int) or not isinstance(a, int) or d < 0 or a < 0 or d == a for d, a in zip(declared, actual))
+
+
+def check_inputs(declared, actual, where) -> None:
+    """Refuses a model whose inputs (names, shapes, dtypes; `actual` as TensorInfo dicts) are not the ones
+    its manifest declares: feeding it would fail on every frame, or silently feed the wrong tensor."""
+    declared = {d.get("name"): d for d in declared if isinstance(d, dict)}
+    actual = {t["name"]: t for t in actual}
+    if set(declared) != set(actual):
+        raise InputError(f"{where}: model inputs {sorted(actual)} do not match the manifest's {sorted(map(str, declared))}")
+    for name, t in actual.items():
+        shape, dtype = declared[name].get("shape"), declared[name].get("dtype")
+        if dtype != t["dtype"] or not isinstance(shape, list) or not _dims_agree(shape, t["shape"]):
+            raise InputError(f"{where}: input {name!r} is {t['dtype']} {list(t['shape'])} in the model but {dtype} {shape} "
+                             "in the manifest")
+
+
 def _require(cond: bool, where: Path, message: str) -> None:
     if not cond:
         raise InputError(f"{where}: {message}")

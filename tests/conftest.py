@@ -63,3 +63,15 @@ def demo_media(tmp_path_factory):
     from edgemm import demo_media as dm
 
     return dm.render(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def virtual_mic():
+    """A real PulseAudio server whose default source is a null sink's monitor (benchmarks/loopback.py)."""
+    from benchmarks.loopback import VirtualMic
+
+    if not VirtualMic.available:
+        pytest.skip("pulseaudio not installed (install.sh installs it)")
+    mic = VirtualMic()
+    yield mic
+    mic.close()

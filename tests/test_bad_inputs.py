@@ -50,6 +50,14 @@ def bad(tmp_path_factory, converted_teacher, demo_media):
     with open(tampered / "int8.tflite", "r+b") as f:
         f.seek(2000)
         f.write(b"\xff\xff\xff\xff")
+    for name, edit in (("io_shape", lambda inputs: inputs[1].update(shape=[1, 28, 28, 1])),
+                       ("io_name", lambda inputs: inputs[0].update(name="microphone")),
+                       ("io_dtype", lambda inputs: inputs[0].update(dtype="float32"))):
+        _edit_manifest(shutil.copytree(model, root / name), lambda m, edit=edit: edit(m["artifacts"]["int8_tflite"]["inputs"]))
+    truncated = shutil.copytree(model, root / "truncated")  # cut short, and the manifest updated to match it
+    (truncated / "int8.tflite").write_bytes((model / "int8.tflite").read_bytes()[:60000])
+    _edit_manifest(truncated, lambda m: m["artifacts"]["int8_tflite"].update(
+        sha256=_digest(truncated / "int8.tflite"), size_bytes=60000))
     (root / "corrupt.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(500))
     (root / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(8))
     with wave.open(str(root / "stereo8k.wav"), "wb") as w:  # another rate and channel count: resampled, not refused
@@ -61,6 +69,12 @@ def bad(tmp_path_factory, converted_teacher, demo_media):
     (root / "audio.wav").write_bytes(demo_media.audio.read_bytes())
     (root / "stats.jsonl").write_text('{"t": 1.0, "earlier": "record"}\n')
     return root
+
+
+def _edit_manifest(directory, edit):
+    manifest = json.loads((directory / "manifest.json").read_text())
+    edit(manifest)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
 M = "{root}/good_model"
@@ -87,6 +101,10 @@ MATRIX = [
     (["run", "--model", "{root}/bad_json", *CAM, *MIC], 3, "not a readable JSON manifest"),
     (["run", "--model", "{root}/missing_artifact", "--backend", "litert", *CAM, *MIC], 3, "artifact listed in the manifest is missing"),
     (["run", "--model", "{root}/tampered", "--backend", "litert", *CAM, *MIC], 3, "sha256 does not match"),
+    (["run", "--model", "{root}/io_shape", "--backend", "litert", *CAM, *MIC], 3, "[1, 28, 28, 1] in the manifest"),
+    (["run", "--model", "{root}/io_name", "--backend", "litert", *CAM, *MIC], 3, "do not match the manifest"),
+    (["run", "--model", "{root}/io_dtype", "--backend", "litert", *CAM, *MIC], 3, "float32 [1, 49, 40, 1] in the manifest"),
+    (["run", "--model", "{root}/truncated", "--backend", "litert", *CAM, *MIC], 3, "int8.tflite"),
     (["run", "--model", M, "--camera", "{root}/corrupt.avi", *MIC], 3, "corrupt.avi"),
     (["run", "--model", M, *CAM, "--mic", "{root}/corrupt.wav"], 3, "corrupt.wav"),
     (["run", "--model", M, "--camera", "http://127.0.0.1:9/x.mjpg", *MIC], 3, "cannot open stream"),
@@ -100,6 +118,9 @@ MATRIX = [
     (["bench", "{root}/no_manifest", "--report", "{root}/r"], 3, "no manifest"),
     (["bench", "--compare", "{root}/nope.json", "{root}/nope.json"], 3, "no such report"),
     (["bench", M], 2, "--report OUT is required"),
+    (["bench", "{root}/io_shape", "--report", "{root}/r", "--artifact", "int8_tflite", "--runs", "2", "--warmup", "0",
+      "--duration", "0.1", "--threads", "1"], 3, "in the manifest"),
+    (["bench", "{root}/truncated", "--report", "{root}/r", "--artifact", "int8_tflite"], 3, "not a valid Flatbuffer"),
     (["profiles", "show", "toaster"], 3, "unknown device profile"),
     (["reference", "eval", "--data-dir", "{root}/nodata"], 4, "AV-digits data not found"),
 ]

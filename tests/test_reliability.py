@@ -8,6 +8,7 @@ import json
 import struct
 import time
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from edgemm import preprocess, profiles
 from edgemm.errors import DataError, InputError
 from edgemm.manifest import load_manifest
+from edgemm.runtime.stats import read_stats
 from edgemm.wav import read_wav
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -123,6 +125,49 @@ def test_random_model_files_never_crash_the_caller(tmp_path, suffix, head):
             run_isolated("litert" if suffix == ".tflite" else "onnxruntime", path, {"x": np.zeros((1, 4), np.float32)})
 
 
+MUTATED_LOAD = r"""
+import sys
+import numpy as np
+from edgemm.backends import open_backend
+from edgemm.errors import EdgemmError
+for path in sys.argv[2:]:
+    try:
+        backend = open_backend(sys.argv[1], path)
+        backend.run({t.name: np.zeros([d if d > 0 else 1 for d in t.shape], np.float32) for t in backend.inputs})
+        print("loaded")
+    except EdgemmError as e:
+        print("refused", str(e).splitlines()[0][:60])
+"""
+
+
+@pytest.mark.convert
+@pytest.mark.parametrize("artifact,kind", [("int8.tflite", "litert"), ("int8.onnx", "onnxruntime")])
+def test_mutated_real_models_load_or_are_refused_in_process(converted_teacher, tmp_path, artifact, kind):
+    """Real converted models with bytes flipped in their structure (the flatbuffer/protobuf header and tail),
+    loaded by edgemm's backends in-process as `edgemm run` does: each one runs or is refused with an
+    EdgemmError; none crashes the process or escapes as another exception (checked from outside)."""
+    import subprocess
+    import sys
+
+    out, _ = converted_teacher
+    original = (out / artifact).read_bytes()
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(25):
+        blob = bytearray(original)
+        for _ in range(int(rng.integers(1, 20))):
+            pos = int(rng.integers(0, 3000) if rng.random() < 0.5 else rng.integers(len(blob) - 6000, len(blob)))
+            blob[pos] = int(rng.integers(0, 256))
+        paths.append(tmp_path / f"m{i}{Path(artifact).suffix}")
+        paths[-1].write_bytes(bytes(blob))
+    proc = subprocess.run([sys.executable, "-c", MUTATED_LOAD, kind, *map(str, paths)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # no signal, no uncaught exception
+    outcomes = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert len(outcomes) == len(paths) and set(outcomes) <= {"loaded", "refused"}, proc.stdout
+    assert "refused" in outcomes
+
+
 # -- faults during edgemm run --------------------------------------------------------------------------------
 
 class FaultInjectingBackend:
@@ -144,7 +189,6 @@ class FaultInjectingBackend:
 @pytest.mark.convert
 def test_backend_error_on_one_input_is_counted_and_the_run_goes_on(converted_teacher, demo_media, tmp_path):
     from edgemm.runtime import session
-    from edgemm.runtime.stats import read_stats
 
     out, _ = converted_teacher
     lines = []
@@ -181,11 +225,13 @@ def test_network_camera_that_disappears_and_returns(converted_teacher, demo_medi
         result["second"] = MjpegServer.from_video(demo_media.video, max_frames=30, port=port)  # ... and comes back
 
     threading.Thread(target=outage, daemon=True).start()
+    notes = []
     summary = session.run_session(load_manifest(out), camera=first.url, mic=str(demo_media.audio), duration=7.0,
-                                  emit=lambda s: None, note=lambda s: None)
+                                  emit=lambda s: None, note=notes.append)
     result["second"].close()
     c = summary["counters"]
     assert c["camera_reconnects"] >= 1 and c["camera_read_errors"] >= 1
+    assert any("reconnecting" in n for n in notes) and any(n.endswith("reconnected") for n in notes), notes
     assert summary["inferences"] > 60  # before and after the outage
 
 
@@ -203,3 +249,78 @@ def test_audio_overflow_and_callback_errors_are_counted():
     mic._callback(chunk, 320, {}, pyaudio.paInputOverflow)
     mic._callback(b"\x00", 1, {}, 0)  # an odd byte count: counted, the stream goes on
     assert mic.ring.overflows == 1 and mic.callback_errors == 1 and mic.ring.total == 640
+
+
+@pytest.mark.convert
+def test_sound_server_that_dies_and_returns(converted_teacher, demo_media, virtual_mic, tmp_path):
+    """PulseAudio is killed mid-run (every PortAudio stream on it breaks) and restarted: the microphone
+    watchdog reopens the device, the hole becomes silence, and the loop keeps deciding throughout."""
+    import threading
+
+    from benchmarks.loopback import MjpegServer
+    from edgemm.runtime import session
+
+    out, _ = converted_teacher
+    camera = MjpegServer.from_video(demo_media.video, max_frames=30)
+    players = [virtual_mic.play(demo_media.audio)]
+
+    def outage():
+        time.sleep(2.0)
+        virtual_mic.restart(down_seconds=1.5)
+        players.append(virtual_mic.play(demo_media.audio))
+
+    threading.Thread(target=outage, daemon=True).start()
+    notes = []
+    try:
+        summary = session.run_session(load_manifest(out), camera=camera.url, mic="default", duration=9.0,
+                                      stats=tmp_path / "s.jsonl", emit=lambda s: None, note=notes.append)
+    finally:
+        camera.close()
+        for player in players:
+            player.terminate()
+    c = summary["counters"]
+    assert c["audio_stream_errors"] >= 1 and c["audio_reopens"] >= 1, c
+    assert any("stopped delivering audio" in n for n in notes) and any("microphone reopened" in n for n in notes)
+    records, _ = read_stats(tmp_path / "s.jsonl")
+    late = [r for r in records if r["t"] - records[0]["t"] > 7.0]
+    assert late, "no inferences after the sound server came back"
+    # after the reopen the audio is live again: frames pair with audio captured within a hop of them
+    assert np.median([abs(r["pairing_error"]) for r in late]) <= 20.0
+    assert c["audio_samples"] >= 16000 * 7  # silence fills the outage, so the sample clock keeps time
+
+
+def test_usb_camera_that_disappears_and_returns(monkeypatch):
+    """A V4L2 camera cannot exist on this machine, so ScriptedCapture stands in for cv2.VideoCapture:
+    5 frames, unplugged (reads fail, two reopen attempts fail), replugged, 5 frames."""
+    from edgemm.capture.camera import CameraSource
+
+    class ScriptedCapture:  # mock of a USB camera's cv2.VideoCapture
+        def __init__(self, opened, frames):
+            self.opened, self.frames = opened, frames
+
+        def isOpened(self):  # noqa: N802 (OpenCV's naming)
+            return self.opened
+
+        def read(self):
+            if self.frames:
+                self.frames -= 1
+                time.sleep(0.01)
+                return True, np.zeros((8, 8, 3), np.uint8)
+            return False, None
+
+        def get(self, prop):
+            return 30.0
+
+        def release(self):
+            self.opened = False
+
+    script = iter([ScriptedCapture(True, 5), ScriptedCapture(False, 0), ScriptedCapture(False, 0),
+                   ScriptedCapture(True, 5)])
+    monkeypatch.setattr(CameraSource, "_capture",
+                        lambda self: (next(script, None) or ScriptedCapture(False, 0), "camera 0"))
+    camera = CameraSource("0", max_backoff=0.3).start()
+    deadline = time.monotonic() + 10
+    while camera.frames_captured < 10 and time.monotonic() < deadline:
+        camera.next_frame(timeout=0.2)
+    camera.stop()
+    assert camera.frames_captured == 10 and camera.reconnects == 1 and camera.read_errors >= 1

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.loopback import MjpegServer, VirtualMic
+from benchmarks.loopback import MjpegServer
 
 from edgemm.cli import main
 from edgemm.manifest import load_manifest
@@ -144,15 +144,6 @@ def test_live_http_camera_at_30_fps(converted_teacher, demo_media, tmp_path):
 
 
 # -- real virtual microphone (PulseAudio null sink) ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def virtual_mic():
-    if not VirtualMic.available:
-        pytest.skip("pulseaudio not installed (install.sh installs it)")
-    mic = VirtualMic()
-    yield mic
-    mic.close()
-
 
 def test_virtual_microphone_through_pyaudio(converted_teacher, virtual_mic, tmp_path):
     from edgemm import demo_media as dm

@@ -35,6 +35,26 @@ def test_ring_repairs_missing_and_backward_timestamps():
     assert ring.gaps == 2
 
 
+def test_ring_fills_a_dropout_with_silence_so_indices_keep_matching_time():
+    ring = AudioRing(1000, seconds=2.0)
+    ring.write(np.ones(100), 1.0)  # samples 0..99 end at t = 1.0
+    ring.write(np.ones(100), 2.1)  # the stream came back 1 s later: 1000 samples are missing
+    assert ring.dropouts == 1 and ring.total == 1200
+    assert ring.index_at(2.0) == pytest.approx(1100)
+    assert ring.index_at(1.0) == pytest.approx(100)  # the old audio keeps its capture time
+    assert not ring.read(100, 1100).any() and ring.read(1100, 1200).all()
+    ring.write(np.ones(100), 2.2 + 0.3)  # jitter below max_gap is not a dropout
+    assert ring.dropouts == 1
+
+
+def test_ring_keeps_the_newest_samples_of_an_oversized_write():
+    ring = AudioRing(1000, seconds=1.0)
+    ring.write(np.zeros(300), 0.3)
+    x = np.arange(2500, dtype=np.float32)
+    ring.write(x, 2.8)
+    np.testing.assert_array_equal(ring.read(1800, 2800), x[-1000:])
+
+
 def test_incremental_features_equal_the_reference_and_compute_only_new_hops():
     spec = preprocess.AudioSpec()
     rng = np.random.default_rng(0)

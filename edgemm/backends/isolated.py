@@ -28,7 +28,7 @@ def child_failure(proc: subprocess.CompletedProcess) -> str:
     if proc.returncode < 0:
         return f"the runtime crashed (signal {-proc.returncode})"
     lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else f"exit status {proc.returncode}"
+    return lines[-1].removeprefix("Error: ") if lines else f"exit status {proc.returncode}"
 
 
 def run_isolated(

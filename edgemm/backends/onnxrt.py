@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from pathlib import Path
@@ -52,7 +54,9 @@ class OnnxRuntimeBackend(Backend):
         if not optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            self._session = ort.InferenceSession(os.fspath(path), options, providers=providers)
+            # on a failed load ORT prints an "EP Error ... retrying" banner to stdout; the error below says it once
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._session = ort.InferenceSession(os.fspath(path), options, providers=providers)
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise InputError(f"{path}: ONNX Runtime cannot load this model ({str(e).splitlines()[0]})") from None
         self.name = "onnxruntime:" + ",".join(self._session.get_providers())

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgemm import cpu_features
 from edgemm.errors import InputError
-from edgemm.manifest import load_manifest
+from edgemm.manifest import check_inputs, load_manifest
 
 SCHEMA_VERSION = 1
 FORMAT_BACKENDS = {"tflite": ("litert",), "onnx": ("ort-cpu", "ort-cuda", "ort-tensorrt")}
@@ -109,7 +109,8 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                 if test is not None:
                     log(f"accuracy of {name}/{key} on {len(test)} AV-digits test samples")
                     kind = "litert" if art.format == "tflite" else "onnxruntime"
-                    outputs, _ = run_isolated(kind, path, test.inputs())
+                    outputs, info = run_isolated(kind, path, test.inputs())
+                    check_inputs(art.inputs, info["inputs"], path)
                     accuracy = round(float(np.mean(next(iter(outputs.values())).reshape(len(test), -1).argmax(1)
                                                    == test.label)), 4)
                 for backend in FORMAT_BACKENDS[art.format]:
@@ -131,6 +132,8 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                                                 "duration": duration}, timeout=600 + duration)
                         if "error" in measured:
                             log(f"  skipped: {measured['error']}")
+                        else:
+                            check_inputs(art.inputs, measured.pop("inputs"), path)
                         results.append({"id": config_id, "model": name, "artifact": key, "format": art.format,
                                         "precision": art.precision, "size_bytes": art.size_bytes, "sha256": art.sha256,
                                         "backend": backend, "threads": n, "accuracy": accuracy, **measured})

@@ -54,6 +54,7 @@ def measure(job: dict) -> dict:
         "throughput_per_s": round(count / elapsed, 2) if elapsed > 0 else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_model_mb": round(rss_before, 1),
+        "inputs": [t.to_dict() for t in backend.inputs],  # checked against the manifest by the caller
     }
 
 

@@ -127,39 +127,61 @@ def find_input_device(pa, device: str | int | None) -> dict:
 
 
 class MicSource:
-    """A PyAudio input stream; the callback writes 16-bit mono chunks into the ring, counting overflows."""
+    """A PyAudio input stream; the callback writes 16-bit mono chunks into the ring, counting overflows.
 
-    def __init__(self, device: str | int | None, rate: int, chunk: int = 320):
-        pyaudio = _pyaudio()
-        self._pyaudio = pyaudio
-        self.pa = open_pyaudio()
+    A watchdog thread notices when the stream dies or stops delivering audio for `stall_timeout`
+    seconds (a USB microphone unplugged, the sound server restarted) and reopens the device with
+    backoff, re-enumerating devices each time; the hole is filled with silence by the ring.
+    """
+
+    def __init__(self, device: str | int | None, rate: int, chunk: int = 320, stall_timeout: float = 1.0,
+                 max_backoff: float = 5.0):
+        self._pyaudio = _pyaudio()
+        self.device_spec, self.model_rate, self.model_chunk = device, int(rate), int(chunk)
+        self.stall_timeout, self.max_backoff = stall_timeout, max_backoff
+        self.callback_errors = self.stream_errors = self.reopens = 0
+        self.rate = None  # fixed by the first open: the ring and the features keep it across reopens
+        self._lock = threading.Lock()  # guards pa/stream against the watchdog reopening them
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self.note = None  # callable for one-line messages (the session sets it)
+        self._alive_at = time.monotonic()
+        self._open()
+        self.ring = AudioRing(self.rate)
+
+    def _open(self) -> None:
+        """Opens PortAudio and the input stream (not started); InputError when that is impossible."""
+        pyaudio = self._pyaudio
+        pa = open_pyaudio()
         try:
-            info = find_input_device(self.pa, device)
+            info = find_input_device(pa, self.device_spec)
             index = int(info["index"])
-            try:
-                supported = self.pa.is_format_supported(rate, input_device=index, input_channels=1,
-                                                        input_format=pyaudio.paInt16)
-            except ValueError:
-                supported = False
-            self.rate = int(rate) if supported else int(info["defaultSampleRate"])
-            self.chunk = int(round(chunk * self.rate / rate))
-            self.ring = AudioRing(self.rate)
-            self.device = f"{info['name']} (#{index}, {self.rate} Hz)"
+            rate = self.rate
+            if rate is None:
+                try:
+                    supported = pa.is_format_supported(self.model_rate, input_device=index, input_channels=1,
+                                                       input_format=pyaudio.paInt16)
+                except ValueError:
+                    supported = False
+                rate = self.model_rate if supported else int(info["defaultSampleRate"])
+            chunk = int(round(self.model_chunk * rate / self.model_rate))
             with quiet_native_stderr():
-                self._stream = self.pa.open(format=pyaudio.paInt16, channels=1, rate=self.rate, input=True,
-                                            input_device_index=index, frames_per_buffer=self.chunk,
-                                            stream_callback=self._callback, start=False)
-            self.input_latency = float(self._stream.get_input_latency())
+                stream = pa.open(format=pyaudio.paInt16, channels=1, rate=rate, input=True,
+                                 input_device_index=index, frames_per_buffer=chunk,
+                                 stream_callback=self._callback, start=False)
+            self.input_latency = float(stream.get_input_latency())
         except (OSError, IOError) as e:
-            self.pa.terminate()
-            raise InputError(f"cannot open audio input {device or 'default'} ({e})") from None
+            pa.terminate()
+            raise InputError(f"cannot open audio input {self.device_spec or 'default'} ({e})") from None
         except InputError:
-            self.pa.terminate()
+            pa.terminate()
             raise
-        self.callback_errors = 0
+        self.pa, self._stream, self.rate, self.chunk = pa, stream, rate, chunk
+        self.device = f"{info['name']} (#{index}, {rate} Hz)"
 
     def _callback(self, data, frame_count, time_info, status):
         now = time.monotonic()
+        self._alive_at = now
         try:
             if status & self._pyaudio.paInputOverflow:
                 self.ring.overflows += 1
@@ -170,12 +192,69 @@ class MicSource:
         return (None, self._pyaudio.paContinue)
 
     def start(self) -> "MicSource":
+        self._alive_at = time.monotonic()
         self._stream.start_stream()
+        self._watchdog = threading.Thread(target=self._watch, name="edgemm-mic-watchdog", daemon=True)
+        self._watchdog.start()
         return self
 
-    def stop(self) -> None:
+    def _healthy(self) -> bool:
+        if time.monotonic() - self._alive_at > self.stall_timeout:
+            return False
         try:
-            self._stream.stop_stream()
-            self._stream.close()
-        finally:
-            self.pa.terminate()
+            return bool(self._stream.is_active())
+        except (OSError, IOError):
+            return False
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(0.25, self.stall_timeout / 2)):
+            if self._healthy():
+                continue
+            self.stream_errors += 1
+            self._say(f"microphone {self.device} stopped delivering audio; reopening it")
+            self._close(abandon_after=2.0)
+            backoff = 0.25
+            while not self._stop.is_set():
+                try:
+                    with self._lock:
+                        if self._stop.is_set():
+                            break
+                        self._open()
+                        self._alive_at = time.monotonic()
+                        self._stream.start_stream()
+                    self.reopens += 1
+                    self._say(f"microphone reopened: {self.device}")
+                    break
+                except (InputError, OSError, IOError):
+                    self._stop.wait(backoff)
+                    backoff = min(self.max_backoff, backoff * 2)
+
+    def _say(self, message: str) -> None:
+        if self.note is not None:
+            self.note(message)
+
+    def _close(self, abandon_after: float | None = None) -> None:
+        """Stops and closes the stream and PortAudio. With a broken sound server this can block, so the
+        watchdog gives up waiting after `abandon_after` seconds and opens a fresh instance."""
+        with self._lock:
+            stream, pa = self._stream, self.pa
+
+        def close():
+            for step in (stream.stop_stream, stream.close, pa.terminate):
+                try:
+                    step()
+                except Exception:  # already closed, or the server is gone: nothing left to release
+                    pass
+
+        if abandon_after is None:
+            close()
+            return
+        closer = threading.Thread(target=close, name="edgemm-mic-close", daemon=True)
+        closer.start()
+        closer.join(abandon_after)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=3.0)
+        self._close(abandon_after=2.0)

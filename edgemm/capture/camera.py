@@ -2,7 +2,9 @@
 
     0, /dev/video0          a V4L2 device
     path/to/file.avi        a video file, read at its native frame rate (or as fast as possible)
-    http://..., rtsp://...  a network stream (reconnected with backoff when it drops)
+    http://..., rtsp://...  a network stream
+
+Live sources (all but files) are reopened with backoff when they stop delivering frames.
     csi://0                 a Jetson CSI camera (nvarguscamerasrc GStreamer pipeline)
     "... ! appsink"         any GStreamer pipeline, where OpenCV was built with GStreamer
 """
@@ -75,10 +77,11 @@ class CameraSource:
         self.realtime = realtime
         self.prepare = prepare  # run on every captured frame in the capture thread (pipelined preprocessing)
         self.clock_start = time.monotonic() if clock_start is None else clock_start
-        self.reconnect_enabled = reconnect and self.kind == "stream"
+        self.reconnect_enabled = reconnect and self.kind != "file"  # live sources come back; files end
         self.max_backoff = max_backoff
         self.frames_captured = self.frames_dropped = self.reconnects = self.read_errors = 0
         self.ended = False
+        self.note = None  # callable for one-line messages (the session sets it)
         self._cap = self._open()
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else 30.0
@@ -89,34 +92,32 @@ class CameraSource:
         self._thread: threading.Thread | None = None
         self._index = 0
 
-    def _open(self):
+    def _capture(self):
+        """A new cv2.VideoCapture for the URI and what it is called in messages (not checked yet)."""
         cv2 = self._cv2
         if self.kind == "device":
-            index = int(self.uri.removeprefix("/dev/video"))
-            cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
-            what = f"camera {self.uri}"
-        elif self.kind in ("csi", "gstreamer"):
-            if not _gstreamer_available(cv2):
-                raise DependencyError(f"{self.uri}: this OpenCV has no GStreamer support (the PyPI wheels do not; "
-                                      "use the system OpenCV, e.g. Debian's python3-opencv or JetPack's)")
+            return cv2.VideoCapture(int(self.uri.removeprefix("/dev/video")), cv2.CAP_V4L2), f"camera {self.uri}"
+        if self.kind in ("csi", "gstreamer"):
             pipeline = csi_pipeline(int(self.uri.removeprefix("csi://") or 0)) if self.kind == "csi" else self.uri
-            cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-            what = f"GStreamer pipeline for {self.uri}"
-        elif self.kind == "stream":
-            cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG)
-            what = f"stream {self.uri}"
-        else:
-            if not Path(self.uri).is_file():
-                raise InputError(f"{self.uri}: no such video file (or use a camera index, /dev/videoN, http://, csi://N)")
-            cap = cv2.VideoCapture(self.uri)
-            what = f"video file {self.uri}"
+            return cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER), f"GStreamer pipeline for {self.uri}"
+        if self.kind == "stream":
+            return cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG), f"stream {self.uri}"
+        return cv2.VideoCapture(self.uri), f"video file {self.uri}"
+
+    def _open(self):
+        if self.kind in ("csi", "gstreamer") and not _gstreamer_available(self._cv2):
+            raise DependencyError(f"{self.uri}: this OpenCV has no GStreamer support (the PyPI wheels do not; "
+                                  "use the system OpenCV, e.g. Debian's python3-opencv or JetPack's)")
+        if self.kind == "file" and not Path(self.uri).is_file():
+            raise InputError(f"{self.uri}: no such video file (or use a camera index, /dev/videoN, http://, csi://N)")
+        cap, what = self._capture()
         if not cap.isOpened():
             raise InputError(f"cannot open {what}")
         if self.kind == "file":
             ok, _ = cap.read()
             if not ok:
                 raise InputError(f"{self.uri}: no decodable frame (corrupt or unsupported video)")
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0)
         return cap
 
     # -- synchronous use (files, as fast as possible) -------------------------------------------------
@@ -156,14 +157,19 @@ class CameraSource:
                 if not self.reconnect_enabled:
                     break
                 self._cap.release()
-                while not self._stop.is_set():
+                if self.note is not None:
+                    self.note(f"camera {self.uri} stopped delivering frames; reconnecting with backoff")
+                while not self._stop.is_set():  # unplugged USB camera, restarted stream server, ...
                     self._stop.wait(backoff)
                     backoff = min(self.max_backoff, backoff * 2)
-                    cap = self._cv2.VideoCapture(self.uri, self._cv2.CAP_FFMPEG)
+                    cap, _ = self._capture()
                     if cap.isOpened():
                         self._cap, backoff = cap, 0.25
                         self.reconnects += 1
+                        if self.note is not None:
+                            self.note(f"camera {self.uri} reconnected")
                         break
+                    cap.release()
                 continue
             if self.kind == "file":
                 t = self.clock_start + self._index / self.fps

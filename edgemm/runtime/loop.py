@@ -222,7 +222,10 @@ class Runner:
                       "camera_reconnects": self.camera.reconnects, "camera_read_errors": self.camera.read_errors})
         if self.mic is not None:
             c.update({"audio_overflows": self.mic.ring.overflows, "audio_timestamp_repairs": self.mic.ring.gaps,
-                      "audio_samples": self.mic.ring.total})
+                      "audio_dropouts": self.mic.ring.dropouts, "audio_samples": self.mic.ring.total,
+                      "audio_stream_errors": getattr(self.mic, "stream_errors", 0),
+                      "audio_reopens": getattr(self.mic, "reopens", 0),
+                      "audio_callback_errors": getattr(self.mic, "callback_errors", 0)})
             if self.features is not None:
                 c["audio_frames_computed"] = self.features.computed
         c["backend_errors"] = self.errors

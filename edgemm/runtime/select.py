@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgemm.backends import Backend
 from edgemm.errors import DependencyError, EdgemmError, InputError
-from edgemm.manifest import Manifest
+from edgemm.manifest import Manifest, check_inputs
 
 # backend name -> (artifacts to try in order, how to open)
 BACKEND_ARTIFACTS = {
@@ -40,10 +40,22 @@ def _edgetpu_model(manifest: Manifest, artifact: str) -> Path:
     return compiled
 
 
+def check_io(selected: "Selected", manifest: Manifest) -> "Selected":
+    """Refuses a model whose inputs are not the ones its manifest declares (see manifest.check_inputs)."""
+    check_inputs(manifest.artifacts[selected.artifact].inputs, [t.to_dict() for t in selected.backend.inputs],
+                 selected.path)
+    return selected
+
+
 def open_named(manifest: Manifest, name: str, artifact: str | None = None, threads: int | None = None,
                trt_cache: Path | None = None, options: dict | None = None, note=None) -> Selected:
-    """Opens backend `name` on its artifact; `options` come from a device profile (delegate path,
-    execution-provider options)."""
+    """Opens backend `name` on its artifact and checks its inputs against the manifest; `options` come from
+    a device profile (delegate path, execution-provider options)."""
+    return check_io(_open_named(manifest, name, artifact, threads, trt_cache, options, note), manifest)
+
+
+def _open_named(manifest: Manifest, name: str, artifact: str | None, threads: int | None, trt_cache: Path | None,
+                options: dict | None, note) -> Selected:
     options = dict(options or {})
     artifact = artifact or options.pop("artifact", None)  # a profile may pin the artifact (e.g. fp16 on Jetson Nano)
     if name not in BACKEND_ARTIFACTS:

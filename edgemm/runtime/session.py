@@ -64,6 +64,8 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
     for source in (cam, src_mic):
         if source is not None and hasattr(source, "clock_start"):
             source.clock_start = clock_start
+        if source is not None:
+            source.note = note  # "camera lost, reconnecting" and the like, one line each
     recorder = StatsRecorder(stats)
     recorder.info.update({
         "backend": selected.backend.name, "artifact": selected.artifact, "camera": camera,
