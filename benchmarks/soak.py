@@ -104,7 +104,8 @@ def main() -> int:
         f"* p99 of the loop's work per {window:g} s window, in order: {', '.join(f'{v:.2f}' for v in p99_work)} ms "
         f"(spread max/min {max(p99_work) / min(p99_work):.2f}: the noise floor of this machine)",
         f"* p99 outside the model call per window: {', '.join(f'{v:.2f}' for v in p99_outside)} ms",
-        f"* audio overflows {c['audio_overflows']}, frames dropped {c['frames_dropped']}, camera reconnects "
+        f"* audio overflows {c['audio_overflows']}, audio stream reopens {c.get('audio_reopens', 0)}, "
+        f"frames dropped {c['frames_dropped']}, camera reconnects "
         f"{c['camera_reconnects']}, backend errors {c['backend_errors']}",
     ]
     body = "\n".join(lines)

@@ -66,3 +66,9 @@ def test_soak_short(converted_teacher):
     out, _ = converted_teacher
     text = _script("soak.py", "--model", out, "--duration", "15", "--window", "5", "--no-write")
     assert "(**= inferences**)" in text
+
+
+def test_reliability_counts():
+    text = _script("reliability.py", "-k", "idx_reader or usb_camera or audio_overflow or random_model", "--no-write")
+    assert "150 generated examples" in text and "Faults injected during `edgemm run`: 3, survived: 3" in text
+    assert "Random and mutated model files: 15" in text

@@ -114,10 +114,11 @@ def test_audio_features_on_extreme_signals(n, rate, scale):
 # -- random bytes as model files -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix,head", [(".tflite", b""), (".tflite", b"\x10\x00\x00\x00TFL3"), (".onnx", b"")])
-def test_random_model_files_never_crash_the_caller(tmp_path, suffix, head):
+def test_random_model_files_never_crash_the_caller(tmp_path, suffix, head, record_property):
     from edgemm.backends.isolated import run_isolated
 
     rng = np.random.default_rng(0)
+    record_property("files", 5)
     for i in range(5):
         path = tmp_path / f"m{i}{suffix}"
         path.write_bytes(head + rng.bytes(int(rng.integers(16, 4000))))
@@ -142,7 +143,7 @@ for path in sys.argv[2:]:
 
 @pytest.mark.convert
 @pytest.mark.parametrize("artifact,kind", [("int8.tflite", "litert"), ("int8.onnx", "onnxruntime")])
-def test_mutated_real_models_load_or_are_refused_in_process(converted_teacher, tmp_path, artifact, kind):
+def test_mutated_real_models_load_or_are_refused_in_process(converted_teacher, tmp_path, artifact, kind, record_property):
     """Real converted models with bytes flipped in their structure (the flatbuffer/protobuf header and tail),
     loaded by edgemm's backends in-process as `edgemm run` does: each one runs or is refused with an
     EdgemmError; none crashes the process or escapes as another exception (checked from outside)."""
@@ -160,6 +161,7 @@ def test_mutated_real_models_load_or_are_refused_in_process(converted_teacher, t
             blob[pos] = int(rng.integers(0, 256))
         paths.append(tmp_path / f"m{i}{Path(artifact).suffix}")
         paths[-1].write_bytes(bytes(blob))
+    record_property("files", len(paths))
     proc = subprocess.run([sys.executable, "-c", MUTATED_LOAD, kind, *map(str, paths)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]  # no signal, no uncaught exception
@@ -187,7 +189,10 @@ class FaultInjectingBackend:
 
 
 @pytest.mark.convert
-def test_backend_error_on_one_input_is_counted_and_the_run_goes_on(converted_teacher, demo_media, tmp_path):
+def test_backend_error_on_one_input_is_counted_and_the_run_goes_on(converted_teacher, demo_media, tmp_path,
+                                                                   record_property):
+    record_property("fault", "backend raises on 2 inputs (policy continue), then on 1 (policy stop)")
+    record_property("injected", 3)
     from edgemm.runtime import session
 
     out, _ = converted_teacher
@@ -207,7 +212,9 @@ def test_backend_error_on_one_input_is_counted_and_the_run_goes_on(converted_tea
 
 
 @pytest.mark.convert
-def test_network_camera_that_disappears_and_returns(converted_teacher, demo_media):
+def test_network_camera_that_disappears_and_returns(converted_teacher, demo_media, record_property):
+    record_property("fault", "HTTP camera goes away for 1.5 s and comes back")
+    record_property("injected", 1)
     import threading
 
     from benchmarks.loopback import MjpegServer
@@ -235,8 +242,10 @@ def test_network_camera_that_disappears_and_returns(converted_teacher, demo_medi
     assert summary["inferences"] > 60  # before and after the outage
 
 
-def test_audio_overflow_and_callback_errors_are_counted():
+def test_audio_overflow_and_callback_errors_are_counted(record_property):
     """The PyAudio callback on a real ring buffer, fed with PortAudio's overflow flag and a bad chunk."""
+    record_property("fault", "PortAudio input overflow + a malformed chunk in the audio callback")
+    record_property("injected", 2)
     import pyaudio
 
     from edgemm.capture.audio import MicSource
@@ -252,9 +261,11 @@ def test_audio_overflow_and_callback_errors_are_counted():
 
 
 @pytest.mark.convert
-def test_sound_server_that_dies_and_returns(converted_teacher, demo_media, virtual_mic, tmp_path):
+def test_sound_server_that_dies_and_returns(converted_teacher, demo_media, virtual_mic, tmp_path, record_property):
     """PulseAudio is killed mid-run (every PortAudio stream on it breaks) and restarted: the microphone
     watchdog reopens the device, the hole becomes silence, and the loop keeps deciding throughout."""
+    record_property("fault", "PulseAudio killed mid-run (PortAudio stream dies), restarted 1.5 s later")
+    record_property("injected", 1)
     import threading
 
     from benchmarks.loopback import MjpegServer
@@ -289,9 +300,11 @@ def test_sound_server_that_dies_and_returns(converted_teacher, demo_media, virtu
     assert c["audio_samples"] >= 16000 * 7  # silence fills the outage, so the sample clock keeps time
 
 
-def test_usb_camera_that_disappears_and_returns(monkeypatch):
+def test_usb_camera_that_disappears_and_returns(monkeypatch, record_property):
     """A V4L2 camera cannot exist on this machine, so ScriptedCapture stands in for cv2.VideoCapture:
     5 frames, unplugged (reads fail, two reopen attempts fail), replugged, 5 frames."""
+    record_property("fault", "USB camera unplugged, 2 failed reopens, replugged (scripted VideoCapture: no V4L2 here)")
+    record_property("injected", 1)
     from edgemm.capture.camera import CameraSource
 
     class ScriptedCapture:  # mock of a USB camera's cv2.VideoCapture

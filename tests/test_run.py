@@ -189,7 +189,9 @@ def _wait_for_records(stats: Path, n: int, timeout: float = 30.0):
     raise AssertionError(f"no {n} records in {stats}")
 
 
-def test_sigterm_writes_the_summary(converted_teacher, demo_media, tmp_path):
+def test_sigterm_writes_the_summary(converted_teacher, demo_media, tmp_path, record_property):
+    record_property("fault", "SIGTERM mid-run: summary written")
+    record_property("injected", 1)
     out, _ = converted_teacher
     stats = tmp_path / "s.jsonl"
     proc = _run_process(out, demo_media, stats)
@@ -202,7 +204,9 @@ def test_sigterm_writes_the_summary(converted_teacher, demo_media, tmp_path):
     assert "summary:" in stdout
 
 
-def test_kill_9_leaves_complete_parseable_lines(converted_teacher, demo_media, tmp_path):
+def test_kill_9_leaves_complete_parseable_lines(converted_teacher, demo_media, tmp_path, record_property):
+    record_property("fault", "kill -9 mid-run: every complete stats line parses")
+    record_property("injected", 1)
     out, _ = converted_teacher
     stats = tmp_path / "s.jsonl"
     proc = _run_process(out, demo_media, stats)
