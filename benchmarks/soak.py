@@ -78,7 +78,7 @@ def main() -> int:
     work = np.array([r["loop"] - (r.get("audio_wait") or 0) for r in records])
     outside = np.array([r["outside_invoke"] for r in records])
     minute = np.array([int((r["t"] - t0) // window) for r in records])
-    windows = range(int(minute.max()) + 1)
+    windows = range(max(1, int(args.duration // window)))  # whole windows only: the run ends mid-window
     p99_work = [float(np.percentile(work[minute == m], 99)) for m in windows if np.any(minute == m)]
     p99_outside = [float(np.percentile(outside[minute == m], 99)) for m in windows if np.any(minute == m)]
     t_rel = np.array([r["t"] - t0 for r in records])

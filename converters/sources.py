@@ -93,6 +93,8 @@ def load_source(path: Path, sidecar: Path | None = None, labels: tuple[str, ...]
     class indices and the artifacts carry no preprocessing spec.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a .keras or .onnx model file")
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     suffix = path.suffix.lower()

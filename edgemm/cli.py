@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from edgemm import __version__
+from edgemm.atomic import check_output_dir
 from edgemm.errors import DependencyError, EdgemmError
 
 DATA_DIR_HELP = "AV-digits data directory [default: $EDGEMM_DATA_DIR or ../shared/data]"
@@ -199,6 +200,8 @@ def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel
     log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     from edgemm.errors import GateError
 
+    check_output_dir(out, "--out")
+
     try:
         report = run_convert(model, out, options, log=log)
     except GateError:
@@ -334,6 +337,7 @@ def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipe
         raise click.UsageError("give one or more model directories (or --compare OLD NEW)")
     if report_dir is None:
         raise click.UsageError("--report OUT is required when benchmarking")
+    check_output_dir(report_dir, "--report")  # before minutes of measuring, not after
     result = run_bench(
         list(model_dirs), backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
         threads=_int_list(threads), runs=runs, warmup=warmup, duration=duration,

@@ -67,6 +67,7 @@ def bad(tmp_path_factory, converted_teacher, demo_media):
         w.writeframes(bytes(8000 * 2 * 2 * 3))
     (root / "video.avi").write_bytes(demo_media.video.read_bytes())
     (root / "audio.wav").write_bytes(demo_media.audio.read_bytes())
+    (root / "no_sound_server").mkdir(mode=0o700)
     (root / "stats.jsonl").write_text('{"t": 1.0, "earlier": "record"}\n')
     return root
 
@@ -95,6 +96,8 @@ MATRIX = [
     (["convert", "converters/reference/av_digits_teacher.keras", "--out", "{root}/o", "--data-dir", "{root}/nodata"], 4,
      "AV-digits data not found"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--max-size", "12Q"], 2, "not a size"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/good_model/manifest.json"], 3, "exists and is not a directory"),
+    (["convert", "{root}/good_model", "--out", "{root}/o"], 3, "is a directory"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--target", "toaster"], 3, "unknown device profile"),
     # run
     (["run", "--model", "{root}/no_manifest", *CAM, *MIC], 3, "no manifest"),
@@ -110,14 +113,19 @@ MATRIX = [
     (["run", "--model", M, "--camera", "http://127.0.0.1:9/x.mjpg", *MIC], 3, "cannot open stream"),
     (["run", "--model", M, "--camera", "7", *MIC], 3, "cannot open camera 7"),
     (["run", "--model", M, *CAM, "--mic", "no-such-microphone"], 3, "no audio input device"),
+    (["run", "--model", M, *CAM, "--mic", "default"], 3, "audio input"),  # no sound server, no sound card
     (["run", "--model", M, "--backend", "ort-cuda", *CAM, *MIC], 5, "lacks CUDAExecutionProvider"),
     (["run", "--model", M, "--profile", "toaster", *CAM, *MIC], 3, "unknown device profile"),
     (["run", "--model", M], 3, "give --camera and/or --mic"),
+    (["run", "--model", M, *CAM, *MIC, "--stats", "{root}"], 3, "is a directory"),
+    (["run", "--model", M, *CAM, *MIC, "--stats", "{root}/stats.jsonl/s.jsonl"], 3, "is not a directory"),
     (["run", "--model", M, *CAM, "--mic", "{root}/stereo8k.wav", "--unpaced", "--duration", "1"], 0, None),
     # bench, profiles, reference
     (["bench", "{root}/no_manifest", "--report", "{root}/r"], 3, "no manifest"),
     (["bench", "--compare", "{root}/nope.json", "{root}/nope.json"], 3, "no such report"),
     (["bench", M], 2, "--report OUT is required"),
+    (["bench", M, "--report", "{root}/stats.jsonl"], 3, "exists and is not a directory"),
+    (["bench", M, "--report", "{root}/stats.jsonl/r"], 3, "is not a directory"),
     (["bench", "{root}/io_shape", "--report", "{root}/r", "--artifact", "int8_tflite", "--runs", "2", "--warmup", "0",
       "--duration", "0.1", "--threads", "1"], 3, "in the manifest"),
     (["bench", "{root}/truncated", "--report", "{root}/r", "--artifact", "int8_tflite"], 3, "not a valid Flatbuffer"),
@@ -136,9 +144,11 @@ def test_bad_input_matrix(bad, args, code, message):
     protected = [stats, bad / "good_model" / "int8.tflite", bad / "good_model" / "manifest.json"]
     before = {p: _digest(p) for p in protected}
     argv = [a.format(root=bad) for a in args]
-    if argv[0] == "run" and code != 0:
+    if argv[0] == "run" and code != 0 and "--stats" not in argv:
         argv += ["--stats", str(stats)]
-    result = CliRunner().invoke(main, argv)
+    # no sound server is reachable from the rows (a machine without audio devices)
+    no_audio = {"XDG_RUNTIME_DIR": str(bad / "no_sound_server"), "PULSE_SERVER": None}
+    result = CliRunner().invoke(main, argv, env=no_audio)
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     if code:

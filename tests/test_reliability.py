@@ -337,3 +337,57 @@ def test_usb_camera_that_disappears_and_returns(monkeypatch, record_property):
         camera.next_frame(timeout=0.2)
     camera.stop()
     assert camera.frames_captured == 10 and camera.reconnects == 1 and camera.read_errors >= 1
+
+
+# -- untrusted files and endpoints ---------------------------------------------------------------------------
+
+@pytest.mark.convert
+def test_a_keras_lambda_layer_runs_no_code_on_convert(tmp_path):
+    """A .keras file whose Lambda layer would write a file when called: convert refuses it (Keras safe mode)
+    and the code never runs."""
+    import keras
+    from click.testing import CliRunner
+
+    from edgemm.cli import main
+
+    marker = tmp_path / "code_ran"
+    inp = keras.Input((4,), name="x")
+    target = str(marker)  # a plain string: Keras serialises the lambda's closure with it
+    out = keras.layers.Lambda(lambda t: (open(target, "w").write("ran"), t * 2.0)[1])(inp)
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(out)).save(tmp_path / "lambda.keras")
+    marker.unlink()  # building the model called the lambda once; loading it must not
+    result = CliRunner().invoke(main, ["convert", str(tmp_path / "lambda.keras"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    assert "safe" in result.stderr.lower() and not marker.exists()
+
+
+def test_no_pickle_eval_or_unsafe_yaml_in_the_code():
+    """Static guard over everything edgemm ships: no pickle, eval/exec, unsafe YAML or pickled NumPy."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    banned = re.compile(r"\bimport pickle\b|\bpickle\.|\beval\(|\bexec\(|yaml\.load\(|yaml\.unsafe_load|"
+                        r"allow_pickle=True|torch\.load\(|marshal\.loads")
+    offenders = [f"{path.relative_to(root)}:{n}" for folder in ("edgemm", "converters", "benchmarks")
+                 for path in sorted((root / folder).rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if banned.search(line)]
+    assert not offenders, offenders
+
+
+def test_metrics_endpoint_binds_to_loopback_and_a_busy_port_is_one_line():
+    import urllib.request
+
+    from edgemm.cli import main
+    from edgemm.runtime.stats import StatsRecorder, serve_metrics
+
+    assert next(p for p in main.commands["run"].params if p.name == "metrics_host").default == "127.0.0.1"
+    server = serve_metrics(StatsRecorder(None), 0)
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        assert b"edgemm" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        with pytest.raises(InputError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            serve_metrics(StatsRecorder(None), port)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,7 +10,7 @@ from edgemm.errors import InputError
 from edgemm.manifest import Manifest
 from edgemm.runtime.loop import RunOptions, Runner
 from edgemm.runtime.select import open_backend_for
-from edgemm.runtime.stats import StatsRecorder, serve_metrics
+from edgemm.runtime.stats import StatsRecorder, check_stats_path, serve_metrics
 
 
 def open_mic(mic: str, rate: int, realtime: bool, clock_start: float):
@@ -40,6 +40,8 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
         raise InputError("give --camera and/or --mic")
     if manifest.preprocess is None:
         raise InputError(f"{manifest.directory}: the manifest has no preprocessing spec; edgemm run needs one")
+    if stats is not None:
+        check_stats_path(stats)
     clock_start = time.monotonic() + 0.05
     cam = src_mic = None
     try:
@@ -67,6 +69,14 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
         if source is not None:
             source.note = note  # "camera lost, reconnecting" and the like, one line each
     recorder = StatsRecorder(stats)
+    try:
+        server = serve_metrics(recorder, metrics_port, metrics_host) if metrics_port else None
+    except BaseException:  # e.g. the port is taken: nothing ran, so nothing is appended to the stats file
+        recorder.close()
+        for source in (cam, src_mic):
+            if source is not None:
+                source.stop()
+        raise
     recorder.info.update({
         "backend": selected.backend.name, "artifact": selected.artifact, "camera": camera,
         "microphone": getattr(src_mic, "device", None), "audio_input_latency_s": getattr(src_mic, "input_latency", None),
@@ -78,7 +88,6 @@ def run_session(manifest: Manifest, *, camera: str | None, mic: str | None, back
     telemetry = profile.telemetry if profile is not None else Telemetry(
         thermal_zones="/sys/class/thermal/thermal_zone*/temp", clocks="/sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq")
     recorder.info["telemetry_start"] = read_telemetry(telemetry)
-    server = serve_metrics(recorder, metrics_port, metrics_host) if metrics_port else None
     options = RunOptions(duration=duration, max_rate=max_rate, smoothing=smoothing, threshold=threshold,
                          json_lines=as_json, every=every, unpaced=unpaced, on_error=on_error)
     if backend_wrapper is not None:  # fault injection in tests

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import threading
 from array import array
@@ -26,6 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+
+from edgemm.atomic import check_output_dir
+from edgemm.errors import InputError
 
 STAGES = ("frame_age", "audio_age", "pairing_error", "image_pre", "audio_wait", "audio_features", "inference",
           "invoke", "postprocess", "loop", "outside_invoke", "sensor_to_decision")
@@ -54,6 +58,16 @@ def describe(values) -> dict:
             "p99": round(float(p99), 4), "max": round(float(x.max()), 4)}
 
 
+def check_stats_path(path: Path) -> None:
+    """Says in one line why `path` cannot take appended stats lines (before anything starts)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--stats {path}: is a directory; give a file (records are appended to it)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"--stats {path}: not writable")
+    check_output_dir(path.parent, "--stats")
+
+
 class StatsRecorder:
     """Appends each per-inference record to a JSON-lines file (flushed) and keeps, for the summary,
     only the stage timings as compact float arrays (8 bytes per stage per inference), so memory
@@ -63,8 +77,12 @@ class StatsRecorder:
         self.path = Path(path) if path else None
         self._file = None
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", buffering=1)  # line-buffered: complete lines reach the disk
+            check_stats_path(self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", buffering=1)  # line-buffered: complete lines reach the disk
+            except OSError as e:
+                raise InputError(f"--stats {self.path}: cannot append to it ({e.strerror or e})") from None
         self.count = 0
         self._first: dict | None = None  # the first inference, reported apart from the steady state
         self._steady = {name: array("d") for name in STAGES}
@@ -160,7 +178,10 @@ def serve_metrics(recorder: StatsRecorder, port: int, host: str = "127.0.0.1") -
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        raise InputError(f"cannot serve metrics on {host}:{port} ({e.strerror or e})") from None
     threading.Thread(target=server.serve_forever, name="edgemm-metrics", daemon=True).start()
     return server
 
