@@ -74,14 +74,13 @@ def main() -> int:
             camera.close()
             mic.close()
         records, written = read_stats(stats)
-    t0 = records[0]["t"]
+    t_rel = np.array([r["t"] for r in records]) - records[0]["t"]
     work = np.array([r["loop"] - (r.get("audio_wait") or 0) for r in records])
     outside = np.array([r["outside_invoke"] for r in records])
-    minute = np.array([int((r["t"] - t0) // window) for r in records])
+    minute = (t_rel // window).astype(int)
     windows = range(max(1, int(args.duration // window)))  # whole windows only: the run ends mid-window
     p99_work = [float(np.percentile(work[minute == m], 99)) for m in windows if np.any(minute == m)]
     p99_outside = [float(np.percentile(outside[minute == m], 99)) for m in windows if np.any(minute == m)]
-    t_rel = np.array([r["t"] - t0 for r in records])
     first_mask, last_mask = t_rel <= window, t_rel >= args.duration - window
     p99_first, p99_last = float(np.percentile(work[first_mask], 99)), float(np.percentile(work[last_mask], 99))
     out_first, out_last = float(np.percentile(outside[first_mask], 99)), float(np.percentile(outside[last_mask], 99))

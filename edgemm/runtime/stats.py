@@ -77,7 +77,6 @@ class StatsRecorder:
         self.path = Path(path) if path else None
         self._file = None
         if self.path:
-            check_stats_path(self.path)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(self.path, "a", buffering=1)  # line-buffered: complete lines reach the disk
