@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import zipfile
 from pathlib import Path
 
+from edgemm.atomic import read_json_object
 from edgemm.errors import InputError
 from edgemm.manifest import sha256_file
 from edgemm.preprocess import PreprocessSpec
@@ -75,16 +75,6 @@ def _onnx_io(path: Path):
     return inputs, tuple(o.name for o in model.graph.output)
 
 
-def _read_sidecar(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable sidecar JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: sidecar must be a JSON object")
-    return data
-
-
 def load_source(path: Path, sidecar: Path | None = None, labels: tuple[str, ...] | None = None) -> SourceModel:
     """Loads MODEL (.keras or .onnx) and its sidecar (MODEL.json beside it, or `sidecar`).
 
@@ -113,7 +103,7 @@ def load_source(path: Path, sidecar: Path | None = None, labels: tuple[str, ...]
         raise InputError(f"{path}: edgemm converts classifiers with one output; this model has {len(outputs)}")
 
     side = Path(sidecar) if sidecar else path.with_suffix(".json")
-    data = _read_sidecar(side) if (sidecar or side.is_file()) else {}
+    data = read_json_object(side, "sidecar") if (sidecar or side.is_file()) else {}
     spec = None
     if "preprocess" in data:
         try:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Files: written atomically (a reader sees the old file or the new one, never half of one), read with
+one-line errors."""
 
 from __future__ import annotations
 
@@ -36,6 +37,23 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 def write_json(target: str | os.PathLike, data: Any) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_object(path: str | os.PathLike, what: str, missing: str | None = None) -> dict:
+    """Reads a user-given JSON file that must hold an object; anything else is a one-line InputError.
+
+    `what` names the file in the messages ("manifest", "report"); `missing` replaces "no such <what>".
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: {missing or f'no such {what}'}") from None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON and undecodable bytes alike
+        raise InputError(f"{path}: not a readable JSON {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} must be a JSON object")
+    return data
 
 
 def check_output_dir(path: str | os.PathLike, option: str) -> Path:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
+from edgemm.atomic import read_json_object
 from edgemm.errors import InputError
 from edgemm.preprocess import PreprocessSpec
 
@@ -92,13 +92,7 @@ def load_manifest(path: str | Path) -> Manifest:
     """Reads and checks DIR/manifest.json (or the file itself)."""
     path = Path(path)
     file = path / MANIFEST_NAME if path.is_dir() else path
-    try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{file}: no manifest (run `edgemm convert` to make one)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(f"{file}: not a readable JSON manifest ({e})") from None
-    _require(isinstance(data, dict), file, "manifest must be a JSON object")
+    data = read_json_object(file, "manifest", missing="no manifest (run `edgemm convert` to make one)")
     _require(data.get("schema_version") == SCHEMA_VERSION, file,
              f"schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}")
     for key, kind in (("artifacts", dict), ("labels", list)):

@@ -98,7 +98,7 @@ def test_compare_rejects_bad_reports(tmp_path):
     (tmp_path / "a.json").write_text("{not json")
     (tmp_path / "b.json").write_text(json.dumps({"results": [], "schema_version": 99}))
     result = CliRunner().invoke(main, ["bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
-    assert result.exit_code == 3 and "not a JSON report" in result.stderr
+    assert result.exit_code == 3 and "not a readable JSON report" in result.stderr
 
 
 def test_compare_matches_a_real_second_run_by_configuration(bench_report, converted_teacher, tmp_path):

@@ -7,13 +7,12 @@ measured metrics.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
-from edgemm.atomic import atomic_path, write_json
+from edgemm.atomic import atomic_path, read_json_object, write_json
 from edgemm.datasets.avdigits import LABELS
 from edgemm.errors import InputError
+from edgemm.manifest import sha256_file
 from edgemm.preprocess import PreprocessSpec
 
 TEACHER_DIR = Path(__file__).resolve().parent
@@ -49,28 +48,15 @@ def save(model, data: dict, out_dir: Path) -> Path:
     assert getattr(bare, "optimizer", None) is None
     with atomic_path(target) as tmp:
         bare.save(tmp)
-    data = dict(data, sha256=file_sha256(target))
+    data = dict(data, sha256=sha256_file(target))
     write_json(sidecar_path(target), data)
     return target
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_sidecar(model_path: Path) -> tuple[PreprocessSpec, dict]:
     path = sidecar_path(model_path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: sidecar with the preprocessing spec and labels is missing") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or "preprocess" not in data:
+    data = read_json_object(path, "sidecar", missing="sidecar with the preprocessing spec and labels is missing")
+    if "preprocess" not in data:
         raise InputError(f"{path}: has no 'preprocess' section")
     return PreprocessSpec.from_dict(data["preprocess"]), data
 

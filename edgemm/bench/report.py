@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
-from edgemm.atomic import atomic_path, write_json
+from edgemm.atomic import atomic_path, read_json_object, write_json
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -155,12 +154,7 @@ def write_reports(report: dict, out: Path) -> dict[str, Path]:
 def load_report(path: Path) -> dict:
     from edgemm.errors import InputError
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such report") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a JSON report ({e})") from None
-    if not isinstance(data, dict) or "results" not in data:
+    data = read_json_object(path, "report")
+    if "results" not in data:
         raise InputError(f"{path}: not an edgemm bench report")
     return data
