@@ -28,7 +28,7 @@ def _batches(calib: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
 
 
 def export_saved_model(keras_model, path: Path) -> Path:
-    """A SavedModel with batch size 1 and the Keras input names as signature keys.
+    """A SavedModel with batch size 1 and the Keras input and output names as signature keys.
 
     (TFLiteConverter.from_keras_model fails on Keras 3 models loaded from .keras files;
     a fixed batch of 1 gives the static shapes the Edge TPU compiler requires.)
@@ -41,8 +41,20 @@ def export_saved_model(keras_model, path: Path) -> Path:
         return tf.TensorSpec((1, *t.shape[1:]), tf.float32, name=name)
 
     signature = keras.tree.map_structure(spec, keras_model.input)
-    keras_model.export(os.fspath(path), format="tf_saved_model", input_signature=[signature], verbose=False)
+    named_outputs(keras_model).export(os.fspath(path), format="tf_saved_model", input_signature=[signature],
+                                      verbose=False)
     return path
+
+
+def named_outputs(keras_model):
+    """The model with its outputs as a dict keyed by the Keras output names: the TFLite signature then names
+    each output as the spec and the ONNX artifact do (a list would become output_0, output_1, ...)."""
+    import keras
+
+    if isinstance(keras_model.output, dict):
+        return keras_model
+    names = list(keras_model.output_names)
+    return keras.Model(keras_model.input, dict(zip(names, keras_model.outputs)))
 
 
 def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray] | None, full_int8: bool = True,

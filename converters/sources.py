@@ -1,4 +1,4 @@
-"""Loading the source model (Keras or ONNX) and what travels with it (spec, labels)."""
+"""Loading the source model (Keras or ONNX) and its model spec (edgemm.spec)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import dataclasses
 import zipfile
 from pathlib import Path
 
-from edgemm.atomic import read_json_object
+from edgemm.binding import Binding, Tensor, bind
 from edgemm.errors import InputError
 from edgemm.manifest import sha256_file
-from edgemm.preprocess import PreprocessSpec
+from edgemm.spec import ModelSpec, OutputSpec, find_spec_file, read_spec_file
 
 
 @dataclasses.dataclass
@@ -17,11 +17,27 @@ class SourceModel:
     path: Path
     kind: str  # "keras" or "onnx"
     sha256: str
-    inputs: dict[str, tuple[int, ...]]  # logical name -> shape without the batch axis
-    outputs: tuple[str, ...]
-    labels: tuple[str, ...]
-    spec: PreprocessSpec | None
+    inputs: list[Tensor]  # the model's own tensors, batch axis included (-1: dynamic)
+    outputs: list[Tensor]
+    spec: ModelSpec | None  # None: no spec file (artifacts can be converted and benched, not run live)
+    binding: Binding | None  # the spec checked against the tensors
+    spec_file: Path | None = None
     keras_model: object = None  # keras.Model for kind == "keras"
+
+    @property
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        """What one calibration sample of each input looks like (the model's shape without its batch axis)."""
+        if self.binding is not None:
+            return {n: b.shape[1:] if b.batch_axis else b.shape for n, b in self.binding.inputs.items()}
+        return {t.name: t.shape[1:] for t in self.inputs}
+
+    @property
+    def heads(self) -> dict[str, OutputSpec]:
+        """What each output means: from the spec, else one output is a classifier and several are raw."""
+        if self.binding is not None:
+            return {n: o.spec for n, o in self.binding.outputs.items()}
+        head = "classify" if len(self.outputs) == 1 else "raw"
+        return {t.name: OutputSpec(t.name, head) for t in self.outputs}
 
 
 def load_keras(path: Path):
@@ -53,7 +69,25 @@ def save_keras(model, path: Path) -> Path:
     return path
 
 
-def _onnx_io(path: Path):
+def _dims(shape) -> tuple[int, ...]:
+    return tuple(-1 if d is None else int(d) for d in shape)
+
+
+def _keras_io(model) -> tuple[list[Tensor], list[Tensor]]:
+    names = list(getattr(model, "output_names", None) or [t.name.split(":")[0] for t in model.outputs])
+    inputs = [Tensor(t.name.split(":")[0], _dims(t.shape), "float32") for t in model.inputs]
+    return inputs, [Tensor(n, _dims(t.shape), "float32") for n, t in zip(names, model.outputs)]
+
+
+def keras_tensors(path: Path) -> tuple[list[Tensor], list[Tensor]]:
+    """Input and output tensors of a .keras model (for `edgemm spec`)."""
+    return _keras_io(load_keras(path))
+
+
+_ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 10: "float16", 9: "bool"}
+
+
+def _onnx_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:
     import onnx
 
     try:
@@ -63,24 +97,26 @@ def _onnx_io(path: Path):
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: not a valid ONNX model ({reason[:300]})") from None
     initializers = {init.name for init in model.graph.initializer}
-    inputs = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-        if any(d <= 0 for d in dims[1:]):
-            raise InputError(f"{path}: input {value.name!r} has a dynamic shape {dims} beyond the batch axis; "
+
+    def tensor(value) -> Tensor:
+        t = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+        return Tensor(value.name, dims, _ONNX_TYPES.get(t.elem_type, f"onnx type {t.elem_type}"))
+
+    inputs = [tensor(v) for v in model.graph.input if v.name not in initializers]
+    for t in inputs:
+        if any(d <= 0 for d in t.shape[1:]):
+            raise InputError(f"{path}: input {t.name!r} has a dynamic shape {list(t.shape)} beyond the batch axis; "
                              "export it with static shapes")
-        inputs[value.name] = tuple(dims[1:])
-    return inputs, tuple(o.name for o in model.graph.output)
+    return inputs, [tensor(v) for v in model.graph.output]
 
 
-def load_source(path: Path, sidecar: Path | None = None, labels: tuple[str, ...] | None = None) -> SourceModel:
-    """Loads MODEL (.keras or .onnx) and its sidecar (MODEL.json beside it, or `sidecar`).
+def load_source(path: Path, spec_path: Path | None = None) -> SourceModel:
+    """Loads MODEL (.keras or .onnx) and its spec (`spec_path`, or MODEL.yaml/.yml/.json beside it), and
+    checks the spec against the model's tensors before any work is done.
 
-    The sidecar gives the preprocessing spec ("preprocess") and the labels
-    ("labels"); `labels` overrides them. Without a sidecar the labels are the
-    class indices and the artifacts carry no preprocessing spec.
+    A v1 sidecar (MODEL.json with "preprocess" and "labels") is migrated. Without a spec the model can be
+    converted and benchmarked; `edgemm run` needs one.
     """
     path = Path(path)
     if path.is_dir():
@@ -90,8 +126,7 @@ def load_source(path: Path, sidecar: Path | None = None, labels: tuple[str, ...]
     suffix = path.suffix.lower()
     if suffix == ".keras":
         model = load_keras(path)
-        inputs = {t.name.split(":")[0]: tuple(int(d) for d in t.shape[1:]) for t in model.inputs}
-        outputs = tuple(model.output_names)
+        inputs, outputs = _keras_io(model)
         kind = "keras"
     elif suffix == ".onnx":
         model = None
@@ -99,31 +134,11 @@ def load_source(path: Path, sidecar: Path | None = None, labels: tuple[str, ...]
         kind = "onnx"
     else:
         raise InputError(f"{path}: unsupported model format {suffix or '(none)'}; give a .keras or .onnx file")
-    if len(outputs) != 1:
-        raise InputError(f"{path}: edgemm converts classifiers with one output; this model has {len(outputs)}")
-
-    side = Path(sidecar) if sidecar else path.with_suffix(".json")
-    data = read_json_object(side, "sidecar") if (sidecar or side.is_file()) else {}
-    spec = None
-    if "preprocess" in data:
-        try:
-            spec = PreprocessSpec.from_dict(data["preprocess"])
-        except InputError as e:
-            raise InputError(f"{side}: {e}") from None
-    n_classes = _output_classes(model, path, kind)
-    labels = tuple(labels or data.get("labels") or (str(i) for i in range(n_classes)))
-    if n_classes and len(labels) != n_classes:
-        raise InputError(f"{side}: {len(labels)} labels for a model with {n_classes} outputs")
-    return SourceModel(path=path, kind=kind, sha256=sha256_file(path), inputs=inputs, outputs=outputs,
-                       labels=labels, spec=spec, keras_model=model)
-
-
-def _output_classes(model, path: Path, kind: str) -> int:
-    if kind == "keras":
-        shape = model.outputs[0].shape
-    else:
-        import onnx
-
-        dims = onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim
-        shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    return int(shape[-1]) if shape and shape[-1] else 0
+    spec_file = Path(spec_path) if spec_path else find_spec_file(path)
+    spec = binding = None
+    if spec_file is not None:
+        spec = read_spec_file(spec_file, [t.name for t in inputs], [t.name for t in outputs])
+        binding = bind(spec, inputs, outputs, str(spec_file))
+        spec = binding.spec
+    return SourceModel(path=path, kind=kind, sha256=sha256_file(path), inputs=inputs, outputs=outputs, spec=spec,
+                       binding=binding, spec_file=spec_file, keras_model=model)

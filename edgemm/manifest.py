@@ -2,8 +2,10 @@
 
 Written by `edgemm convert`, read by `edgemm run` and `edgemm bench`. A manifest
 names each artifact with its format, precision, size, sha256, input and output
-tensors (names, shapes, dtypes, quantization), and carries the preprocessing
-spec and the labels. An artifact whose sha256 does not match is refused.
+tensors (names, shapes, dtypes, quantization), and carries the model spec
+(edgemm.spec: what feeds each input, what each output means). An artifact whose
+sha256 does not match is refused. Schema 1 manifests (a "preprocess" spec and
+"labels") are migrated on read.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 
 from edgemm.atomic import read_json_object
 from edgemm.errors import InputError
-from edgemm.preprocess import PreprocessSpec
+from edgemm.spec import ModelSpec, from_dict, from_v1
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("float32", "float16", "int8", "mixed")
 
@@ -47,8 +50,7 @@ class Artifact:
 class Manifest:
     directory: Path
     artifacts: dict[str, Artifact]
-    preprocess: PreprocessSpec | None  # None for models converted without a spec (no live capture)
-    labels: tuple[str, ...]
+    spec: ModelSpec | None  # None for models converted without a spec (no live capture)
     data: dict  # the whole parsed document
 
     def artifact_path(self, name: str, verify: bool = True) -> Path:
@@ -93,16 +95,29 @@ def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     file = path / MANIFEST_NAME if path.is_dir() else path
     data = read_json_object(file, "manifest", missing="no manifest (run `edgemm convert` to make one)")
-    _require(data.get("schema_version") == SCHEMA_VERSION, file,
-             f"schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}")
-    for key, kind in (("artifacts", dict), ("labels", list)):
-        _require(isinstance(data.get(key), kind), file, f"'{key}' missing or not a {kind.__name__}")
-    spec = None
-    if data.get("preprocess") is not None:
-        try:
-            spec = PreprocessSpec.from_dict(data["preprocess"])
-        except (InputError, ValueError, TypeError, KeyError) as e:
-            raise InputError(f"{file}: bad 'preprocess' ({e})") from None
+    _require(data.get("schema_version") in READABLE_SCHEMAS, file,
+             f"schema_version {data.get('schema_version')!r} is not one of {READABLE_SCHEMAS}")
+    _require(isinstance(data.get("artifacts"), dict), file, "'artifacts' missing or not a dict")
+    artifacts = _artifacts(data, file)
+    return Manifest(directory=file.parent, artifacts=artifacts, spec=_spec(data, artifacts, file), data=data)
+
+
+def _spec(data: dict, artifacts: dict[str, Artifact], file: Path) -> ModelSpec | None:
+    first = next(iter(artifacts.values()), None)
+    names = ([str(t.get("name")) for t in first.inputs if isinstance(t, dict)],
+             [str(t.get("name")) for t in first.outputs if isinstance(t, dict)]) if first else ([], [])
+    try:
+        if data["schema_version"] == 1:
+            _require(isinstance(data.get("labels"), list), file, "'labels' missing or not a list")
+            if data.get("preprocess") is None:
+                return None
+            return from_v1({"preprocess": data["preprocess"], "labels": data["labels"]}, *names, where="preprocess")
+        return None if data.get("spec") is None else from_dict(data["spec"], None, "spec")
+    except (InputError, ValueError, TypeError, KeyError) as e:
+        raise InputError(f"{file}: bad model spec ({e})") from None
+
+
+def _artifacts(data: dict, file: Path) -> dict[str, Artifact]:
     artifacts = {}
     for name, entry in data["artifacts"].items():
         where = f"artifacts.{name}"
@@ -120,5 +135,4 @@ def load_manifest(path: str | Path) -> Manifest:
             inputs=tuple(entry["inputs"]), outputs=tuple(entry["outputs"]),
             extra={k: v for k, v in entry.items() if k not in known},
         )
-    return Manifest(directory=file.parent, artifacts=artifacts, preprocess=spec,
-                    labels=tuple(str(x) for x in data["labels"]), data=data)
+    return artifacts

@@ -1,9 +1,11 @@
 """Inference backends: one small class per runtime, all with the same interface.
 
-A backend takes float32 inputs keyed by the model's logical input names
-("image", "audio") and returns float32 outputs keyed by output name; it
-quantizes int8 inputs and dequantizes int8 outputs itself, with the scale
-and zero point stored in the model. Nothing here imports TensorFlow.
+A backend takes float32 inputs keyed by the model's input names, shaped
+exactly as the model declares them (checked, never silently reshaped), and
+returns float32 outputs keyed by output name; it quantizes int8 inputs and
+dequantizes int8 outputs itself, with the scale and zero point stored in the
+model. The backends are listed, and opened, in edgemm.backends.registry.
+Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -58,25 +60,15 @@ class Backend:
         raise NotImplementedError
 
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Refuses missing or extra inputs and any shape the model does not declare (-1: any size)."""
         expected = {t.name for t in self.inputs}
         if set(feeds) != expected:
             raise InputError(f"{self.name}: model inputs are {sorted(expected)}, got {sorted(feeds)}")
-
-
-BACKENDS = ("litert", "onnxruntime")
-
-
-def open_backend(kind: str, path, **options) -> Backend:
-    """Opens `path` with the backend named `kind` ("litert" or "onnxruntime")."""
-    if kind == "litert":
-        from edgemm.backends.litert import LiteRTBackend
-
-        return LiteRTBackend(path, **options)
-    if kind == "onnxruntime":
-        from edgemm.backends.onnxrt import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, **options)
-    raise InputError(f"unknown backend {kind!r}: choose one of {', '.join(BACKENDS)}")
+        for t in self.inputs:
+            shape = np.shape(feeds[t.name])
+            if len(shape) != len(t.shape) or any(d >= 0 and d != s for d, s in zip(t.shape, shape)):
+                raise InputError(f"{self.name}: input {t.name!r} was given shape {list(shape)}, "
+                                 f"the model wants {list(t.shape)}")
 
 
 def require(module: str, extra_hint: str):

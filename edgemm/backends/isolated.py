@@ -36,6 +36,8 @@ def run_isolated(
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Runs every sample of `inputs` (arrays keyed by input name, first axis = sample).
 
+    `kind` is a backend name of edgemm.backends.registry (litert, ort-cpu, ...).
+
     Returns:
         (outputs keyed by output name, each stacked over samples; info with the backend's
         name, input/output tensor descriptions and the median invoke time in ms).
@@ -96,8 +98,14 @@ def _describe(job: dict) -> None:
     Path(job["info"]).write_text(json.dumps(described))
 
 
+def _feeds(backend, inputs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """Sample i of every input, with a batch axis of 1 where the model has one (same rank as the stacked array)."""
+    ranks = {t.name: len(t.shape) for t in backend.inputs}
+    return {name: array[i : i + 1] if ranks.get(name) == array.ndim else array[i] for name, array in inputs.items()}
+
+
 def _main(job_path: str) -> int:
-    from edgemm.backends import open_backend
+    from edgemm.backends.registry import open_backend
     from edgemm.errors import EdgemmError
 
     job = json.loads(Path(job_path).read_text())
@@ -116,7 +124,7 @@ def _main(job_path: str) -> int:
         results: dict[str, list] = {}
         times = []
         for i in range(count):
-            feeds = {name: array[i : i + 1] for name, array in inputs.items()}
+            feeds = _feeds(backend, inputs, i)
             start = time.perf_counter()
             out = backend.run(feeds)
             times.append(time.perf_counter() - start)

@@ -100,7 +100,7 @@ class LiteRTBackend(Backend):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)
         for name, (info, index) in self._in.items():
-            self._interp.set_tensor(index, info.quantize(np.asarray(feeds[name]).reshape(info.shape)))
+            self._interp.set_tensor(index, info.quantize(feeds[name]))
         start = time.perf_counter()
         self._interp.invoke()
         self.last_invoke_s = time.perf_counter() - start

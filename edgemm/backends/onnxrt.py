@@ -70,12 +70,7 @@ class OnnxRuntimeBackend(Backend):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)
-        prepared = {}
-        for info in self.inputs:
-            x = np.asarray(feeds[info.name], dtype=info.dtype)
-            if len(info.shape) == x.ndim + 1:
-                x = x[None]
-            prepared[info.name] = x
+        prepared = {info.name: np.asarray(feeds[info.name], dtype=info.dtype) for info in self.inputs}
         start = time.perf_counter()
         values = self._session.run(self._output_names, prepared)
         self.last_invoke_s = time.perf_counter() - start

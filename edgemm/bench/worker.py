@@ -15,17 +15,13 @@ import numpy as np
 
 
 def measure(job: dict) -> dict:
-    from edgemm.backends import open_backend
+    from edgemm.backends.registry import open_backend
     from edgemm.runtime.stats import describe, peak_rss_mb
 
-    kind, options = job["backend"], dict(job.get("options") or {})
-    if job.get("threads"):
-        options["threads"] = int(job["threads"])
-    if kind == "ort-cpu":
-        kind = "onnxruntime"
+    threads = int(job["threads"]) if job.get("threads") else None
     rss_before = peak_rss_mb()
     t0 = time.perf_counter()
-    backend = open_backend(kind, job["path"], **options)
+    backend = open_backend(job["backend"], job["path"], threads, **(job.get("options") or {}))
     init_ms = (time.perf_counter() - t0) * 1e3
     with np.load(job["inputs"]) as data:
         feeds = {k: data[k] for k in data.files}

@@ -27,7 +27,7 @@ class Frame:
     image: np.ndarray  # BGR uint8 as OpenCV delivers it
     t: float  # capture time on the session clock (seconds)
     seq: int  # 0, 1, 2, ... in capture order
-    prepared: np.ndarray | None = None  # the model's image input, when the capture thread preprocessed it
+    prepared: dict | None = None  # input name -> the model's image input, when the capture thread preprocessed it
     prepare_ms: float | None = None
 
 
@@ -198,6 +198,11 @@ class CameraSource:
             if self._latest is None or self._latest.seq <= self._consumed_seq:
                 return None
             self._consumed_seq = self._latest.seq
+            return self._latest
+
+    def latest(self) -> Frame | None:
+        """The newest frame, taken or not (a second camera read beside the one that triggers)."""
+        with self._cond:
             return self._latest
 
     def stop(self) -> None:

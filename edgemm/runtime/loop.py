@@ -1,30 +1,27 @@
-"""The device loop: newest frame + the audio window ending at its capture time -> fused decision.
+"""The device loop: trigger -> inputs from the spec -> backend -> heads -> record.
 
-Per inference: take the newest camera frame (its capture time T), find the audio sample
-captured at T in the microphone's ring buffer, snap it down to the hop grid (so audio
-features are computed only for new hops), wait briefly if the audio has not arrived yet,
-preprocess both with the manifest's spec, run the backend, smooth, decide, record.
+Trigger: with a camera input, every new frame of the first camera input's source (capture time T,
+capped at --rate); audio-only models run every `hop` seconds of new audio. Each mic input gets the
+audio window ending at T, snapped to its hop grid; other cameras give their newest frame; state
+inputs get the previous inference's output; constants are fed as given.
 
 Two modes: live (sources run in their own threads, files paced at their native rate) and
-`unpaced` (file sources only: frames are pulled one after another and the WAV is fed up to
-each frame's media time, as fast as the machine goes; for benchmarks and tests).
+`unpaced` (file sources only: frames are pulled one after another and WAVs are fed up to each
+trigger's media time, as fast as the machine goes; for benchmarks and tests).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import threading
 import time
 from typing import Callable
 
-import numpy as np
-
-from edgemm import preprocess
+from edgemm.binding import Binding
 from edgemm.errors import InputError
-from edgemm.runtime.features import IncrementalLogMel
-from edgemm.runtime.postprocess import Smoother
+from edgemm.runtime.feeds import AudioFeed, CameraFeed, StateFeed
+from edgemm.runtime.heads import Heads
 from edgemm.runtime.stats import StatsRecorder
 
 
@@ -32,6 +29,7 @@ from edgemm.runtime.stats import StatsRecorder
 class RunOptions:
     duration: float | None = None  # seconds of wall time (live) or media time (unpaced); None: until a source ends
     max_rate: float = 30.0  # inferences per second at most (every new frame, capped)
+    hop: float | None = None  # audio-only models: seconds of new audio between inferences (None: see Runner)
     smoothing: float = 0.5  # EMA weight of the newest output
     threshold: float = 0.5  # smoothed probability needed to announce a decision
     top_k: int = 3
@@ -43,132 +41,119 @@ class RunOptions:
     max_errors: int = 10
 
 
+def default_hop(binding: Binding) -> float:
+    """Audio-only models run every min(window, 0.25 s) of new audio: a streaming model whose window is a
+    short chunk (e.g. 32 ms with a recurrent state) sees every chunk once; a 1 s keyword model is
+    re-evaluated 4 times a second, as Edge Impulse's continuous mode does."""
+    mics = [b.spec.transform for b in binding.inputs.values() if b.spec.source == "mic"]
+    return min(mics[0].window, 0.25)
+
+
 class Runner:
-    def __init__(self, manifest, selected, camera, mic, options: RunOptions, recorder: StatsRecorder,
-                 emit: Callable[[str], None] = print, tap: Callable | None = None):
-        spec = manifest.preprocess
-        if spec is None:
-            raise InputError(f"{manifest.directory}: the manifest has no preprocessing spec; edgemm run needs one")
-        self.spec, self.labels = spec, manifest.labels
-        self.backend, self.selected = selected.backend, selected
-        self.names = {t.name for t in self.backend.inputs}
-        if not self.names <= {"image", "audio"}:
-            raise InputError(f"edgemm run feeds inputs 'image' and 'audio'; this model has {sorted(self.names)}")
-        if "image" in self.names and camera is None:
-            raise InputError("this model needs a camera: add --camera")
-        if "audio" in self.names and mic is None:
-            raise InputError("this model needs a microphone: add --mic")
-        self.camera, self.mic, self.options = camera, mic, options
-        self.recorder, self.emit, self.tap = recorder, emit, tap
-        self.smoother = Smoother(self.labels, options.smoothing, options.threshold, options.top_k)
-        self.incremental = mic is not None and mic.ring.rate == spec.audio.sample_rate
-        self.features = IncrementalLogMel(spec.audio) if self.incremental else None
+    def __init__(self, binding: Binding, selected, cameras: dict, mics: dict, routes: dict[str, str],
+                 options: RunOptions, recorder: StatsRecorder, emit: Callable[[str], None] = print,
+                 tap: Callable | None = None, outputs_file=None):
+        self.binding, self.backend, self.selected = binding, selected.backend, selected
+        self.options, self.recorder, self.emit, self.tap = options, recorder, emit, tap
+        self.cameras, self.mics = cameras, mics
+        self.camera_feeds = [CameraFeed(b, cameras[routes[n]]) for n, b in binding.inputs.items()
+                             if b.spec.source == "camera"]
+        self.audio_feeds = [AudioFeed(b, mics[routes[n]], options.audio_wait) for n, b in binding.inputs.items()
+                            if b.spec.source == "mic"]
+        self.state_feeds = [StateFeed(b) for b in binding.inputs.values() if b.spec.source == "state"]
+        self.constants = {n: b.constant() for n, b in binding.inputs.items() if b.spec.source == "constant"}
+        self.camera = self.camera_feeds[0].camera if self.camera_feeds else None  # the trigger
+        self.mic = self.audio_feeds[0].mic if self.audio_feeds else None
+        if self.camera is None and self.mic is None:
+            raise InputError("the spec has no camera or mic input: nothing would trigger an inference")
+        self.heads = Heads(binding, options, emit, outputs_file)
+        self.hop = options.hop or (default_hop(binding) if self.camera is None else None)
         self.stop_event = threading.Event()
         self.errors = 0
-        self.blank_image = np.zeros(spec.image.input_shape, np.float32)
-
-    # -- audio -----------------------------------------------------------------------------------------
-    def _audio(self, t_frame: float, live: bool):
-        """(features, pairing error ms, audio age reference time) for the window ending at t_frame."""
-        ring, spec = self.mic.ring, self.spec.audio
-        index = ring.index_at(t_frame)
-        if index is None and live:
-            ring.wait_for(1, self.options.audio_wait)
-            index = ring.index_at(t_frame)
-        if index is None:
-            index = 0.0
-        hop = spec.frame_step
-        rate_ratio = ring.rate / spec.sample_rate
-        end = int(np.floor(index / (hop * rate_ratio))) * hop  # hop grid, in model-rate samples
-        end_ring = int(round(end * rate_ratio))
-        waited = time.perf_counter()
-        if ring.total < end_ring and live:
-            ring.wait_for(end_ring, self.options.audio_wait)
-        self._audio_wait_ms = (time.perf_counter() - waited) * 1e3
-        if ring.total < end_ring:  # the audio is late: use what there is
-            end = int(np.floor(ring.total / (hop * rate_ratio))) * hop
-            end_ring = int(round(end * rate_ratio))
-        pairing_ms = (end_ring - index) / ring.rate * 1e3
-        if self.incremental:
-            feats = self.features.features(ring, end)
-        else:
-            n = int(round(spec.window_seconds * ring.rate))
-            feats = preprocess.audio_features(ring.read(end_ring - n, end_ring), ring.rate, spec)
-        return feats, pairing_ms, t_frame + pairing_ms / 1e3, end_ring
 
     # -- one inference ---------------------------------------------------------------------------------
-    def step(self, frame, t_take: float, live: bool) -> None:
+    def _camera_inputs(self, frame, feeds: dict, rec: dict) -> None:
+        image_ms = 0.0
+        for feed in self.camera_feeds:
+            f = frame if feed.camera is self.camera else self._newest(feed.camera)
+            if f is None:
+                raise InputError(f"camera {feed.camera.uri} has no frame yet")
+            feeds[feed.bound.name], ms = feed.value(f)
+            image_ms += ms if f.prepared is None else (f.prepare_ms or 0.0)
+        rec["image_pre"] = round(image_ms, 4) if self.camera_feeds else None
+
+    def _newest(self, camera):
+        return camera.read_next() if self.options.unpaced else camera.latest()
+
+    def _audio_inputs(self, t_ref: float, t_take: float, live: bool, feeds: dict, rec: dict) -> dict:
+        ends, waited = {}, 0.0
+        for i, feed in enumerate(self.audio_feeds):
+            end, pairing_ms, wait_ms = feed.end_index(t_ref, live)
+            waited += wait_ms
+            ends[feed.bound.name] = end
+            feeds[feed.bound.name] = feed.value(end)
+            if i == 0:
+                rec["pairing_error"] = round(pairing_ms, 3)
+                rec["audio_age"] = round((t_take - t_ref) * 1e3 - pairing_ms, 3) if live else None
+        rec["audio_wait"] = round(waited, 4) if self.audio_feeds else None
+        return ends
+
+    def step(self, frame, t_ref: float, t_take: float, live: bool) -> None:
         perf = time.perf_counter
-        rec: dict = {"t": round(frame.t if frame else t_take, 6), "seq": frame.seq if frame else None,
-                     "media_t": round(frame.t - self.camera.clock_start, 4) if (frame and self.camera) else None}
-        self._audio_wait_ms = None
+        clock_start = (self.camera or self.mic).clock_start
+        media_t = t_ref - clock_start
+        rec: dict = {"t": round(t_ref, 6), "seq": frame.seq if frame else None, "media_t": round(media_t, 4)}
         t0 = perf()
-        feeds = {}
-        image_pre_ms = None
-        if "image" in self.names:
-            if frame.prepared is not None:  # preprocessed by the capture thread, off this loop
-                feeds["image"] = frame.prepared[None]
-                image_pre_ms = frame.prepare_ms
-            else:
-                feeds["image"] = preprocess.preprocess_image(frame.image, self.spec.image)[None]
+        feeds = dict(self.constants)
+        for s in self.state_feeds:
+            feeds[s.bound.name] = s.current
+        self._camera_inputs(frame, feeds, rec)
         t1 = perf()
-        if image_pre_ms is None and "image" in self.names:
-            image_pre_ms = (t1 - t0) * 1e3
-        audio_end = None
-        if "audio" in self.names:
-            t_ref = frame.t if frame else t_take
-            feats, pairing_ms, t_audio, audio_end = self._audio(t_ref, live)
-            feeds["audio"] = feats[None]
-            rec["pairing_error"] = round(pairing_ms, 3)
-            rec["audio_age"] = round((t_take - t_audio) * 1e3, 3) if live else None
+        ends = self._audio_inputs(t_ref, t_take, live, feeds, rec)
         t2 = perf()
         try:
             out = self.backend.run(feeds)
         except Exception as e:  # a backend failing on one input is counted; the policy decides
-            self.errors += 1
-            self.recorder.counters["backend_errors"] = self.errors
-            self.emit(f"backend error on frame {rec['seq']}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-            if self.options.on_error == "stop" or self.errors >= self.options.max_errors:
-                raise InputError(f"backend failed {self.errors} time(s); last error: {e}") from None
+            self._backend_error(e, rec)
             return
         t3 = perf()
-        decision = self.smoother.update(next(iter(out.values())))
+        for s in self.state_feeds:
+            s.update(out)
+        summary = self.heads.update(out, media_t, rec)
         t4 = perf()
         if self.tap is not None:
-            n = int(round(self.spec.audio.window_seconds * self.mic.ring.rate)) if self.mic else 0
-            window = self.mic.ring.read(audio_end - n, audio_end) if self.mic else None
-            self.tap(frame, window, decision)
+            first = self.audio_feeds[0] if self.audio_feeds else None
+            self.tap(frame, first.window(ends[first.bound.name]) if first else None, summary)
+        self._record(rec, frame, t_take, live, (t0, t1, t2, t3, t4))
+
+    def _backend_error(self, e: Exception, rec: dict) -> None:
+        self.errors += 1
+        self.recorder.counters["backend_errors"] = self.errors
+        self.emit(f"backend error on input {rec['seq'] if rec['seq'] is not None else rec['t']}: "
+                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        if self.options.on_error == "stop" or self.errors >= self.options.max_errors:
+            raise InputError(f"backend failed {self.errors} time(s); last error: {e}") from None
+
+    def _record(self, rec: dict, frame, t_take: float, live: bool, marks: tuple) -> None:
+        t0, t1, t2, t3, t4 = marks
+        wait = rec.get("audio_wait") or 0.0
+        invoke = self.backend.last_invoke_s
         now = time.monotonic()
         rec.update({
             "frame_age": round((t_take - frame.t) * 1e3, 3) if (frame and live) else None,
-            "image_pre": round(image_pre_ms, 4) if image_pre_ms is not None else None,
-            "audio_wait": None if self._audio_wait_ms is None else round(self._audio_wait_ms, 4),
-            "audio_features": round((t2 - t1) * 1e3 - (self._audio_wait_ms or 0.0), 4),
+            "audio_features": round((t2 - t1) * 1e3 - wait, 4) if self.audio_feeds else None,
             "inference": round((t3 - t2) * 1e3, 4),
-            "invoke": None if self.backend.last_invoke_s is None else round(self.backend.last_invoke_s * 1e3, 4),
+            "invoke": None if invoke is None else round(invoke * 1e3, 4),
             "postprocess": round((t4 - t3) * 1e3, 4),
             "loop": round((t4 - t0) * 1e3, 4),
             "sensor_to_decision": round((now - frame.t) * 1e3, 3) if (frame and live) else None,
-            "outside_invoke": round((t4 - t0) * 1e3 - (self._audio_wait_ms or 0.0)
-                                    - (self.backend.last_invoke_s or 0.0) * 1e3, 4),
-            "label": decision.label, "confidence": round(decision.confidence, 4),
+            "outside_invoke": round((t4 - t0) * 1e3 - wait - (invoke or 0.0) * 1e3, 4),
         })
         self.recorder.add(rec)
-        if decision.changed or self.options.every:
-            media_t = (frame.t - self.camera.clock_start) if frame is not None else 0.0
-            if self.options.json_lines:
-                self.emit(json.dumps({"type": "decision", "t": round(media_t, 3), "label": decision.label,
-                                      "confidence": round(decision.confidence, 4), "top": decision.top}))
-            else:
-                top = ", ".join(f"{label} {p:.2f}" for label, p in decision.top)
-                self.emit(f"{media_t:8.2f}s  {decision.label:>6}  ({decision.confidence:.2f})   top: {top}")
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self) -> dict:
-        o = self.options
-        live = not o.unpaced
-        interval = 1.0 / o.max_rate if o.max_rate else 0.0
-        last_t = -1e9
+        live = not self.options.unpaced
         started = time.monotonic()
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -176,44 +161,71 @@ class Runner:
                 previous[sig] = signal.signal(sig, lambda *_: self.stop_event.set())
             except ValueError:  # not the main thread (e.g. tests): Ctrl-C handling stays with the caller
                 pass
+        sources = [*self.cameras.values(), *self.mics.values()]
         try:
             if live:
-                for source in (self.camera, self.mic):
-                    if source is not None:
-                        source.start()
-            while not self.stop_event.is_set():
-                if o.duration is not None and live and time.monotonic() - started >= o.duration:
-                    break
-                frame = self._next_frame(live)
-                if frame is None:
-                    if self.camera is None or not self.camera.ended:
-                        continue
-                    break
-                if o.duration is not None and not live and frame.t - self.camera.clock_start >= o.duration:
-                    break
-                if frame.t - last_t < 0.8 * interval:  # 20 % slack: camera jitter at the cap rate is not a skip
-                    self.recorder.counters["frames_skipped_rate_cap"] = self.recorder.counters.get(
-                        "frames_skipped_rate_cap", 0) + 1
-                    continue
-                last_t = frame.t
-                if not live and self.mic is not None:
-                    self.mic.feed_until(frame.t)
-                self.step(frame, time.monotonic(), live)
+                for source in sources:
+                    source.start()
+            if self.camera is not None:
+                self._frame_loop(live, started)
+            else:
+                self._audio_loop(live, started)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for source in (self.camera, self.mic):
-                if source is not None:
-                    source.stop()
+            for source in sources:
+                source.stop()
         return self.finish(time.monotonic() - started)
 
-    def _next_frame(self, live: bool):
-        if self.camera is None:  # audio-only model: pace by the rate cap
-            time.sleep(1.0 / self.options.max_rate)
-            from edgemm.capture.camera import Frame
+    def _over(self, live: bool, started: float, media_t: float) -> bool:
+        d = self.options.duration
+        if self.stop_event.is_set():
+            return True
+        return d is not None and (time.monotonic() - started >= d if live else media_t >= d)
 
-            return Frame(np.zeros((1, 1, 3), np.uint8), time.monotonic(), 0)
-        return self.camera.next_frame(timeout=1.0) if live else self.camera.read_next()
+    def _frame_loop(self, live: bool, started: float) -> None:
+        interval = 1.0 / self.options.max_rate if self.options.max_rate else 0.0
+        last_t = -1e9
+        while not self._over(live, started, 0.0):
+            frame = self.camera.next_frame(timeout=1.0) if live else self.camera.read_next()
+            if frame is None:
+                if not self.camera.ended:
+                    continue
+                break
+            if not live and self._over(live, started, frame.t - self.camera.clock_start):
+                break
+            if frame.t - last_t < 0.8 * interval:  # 20 % slack: camera jitter at the cap rate is not a skip
+                c = self.recorder.counters
+                c["frames_skipped_rate_cap"] = c.get("frames_skipped_rate_cap", 0) + 1
+                continue
+            last_t = frame.t
+            if not live:
+                for mic in self.mics.values():
+                    mic.feed_until(frame.t)
+            self.step(frame, frame.t, time.monotonic(), live)
+
+    def _audio_loop(self, live: bool, started: float) -> None:
+        """Audio-only models: one inference per `hop` seconds of new audio on the first mic."""
+        mic, ring = self.mic, self.mic.ring
+        hop = max(1, int(round(self.hop * ring.rate)))
+        next_end = int(round(self.audio_feeds[0].transform.window * ring.rate))  # the first full window
+        while True:
+            t_end = mic.clock_start + next_end / ring.rate
+            if self._over(live, started, t_end - mic.clock_start):
+                break
+            if live:
+                if not ring.wait_for(next_end, 1.0):
+                    if getattr(mic, "ended", False):
+                        break
+                    continue
+            else:
+                for m in self.mics.values():
+                    m.feed_until(t_end)
+                if ring.total < next_end:
+                    break
+            t_ref = ring.time_of(next_end)
+            self.step(None, t_ref, time.monotonic(), live)
+            next_end += hop
 
     def finish(self, wall_seconds: float) -> dict:
         c = self.recorder.counters
@@ -221,13 +233,15 @@ class Runner:
             c.update({"frames_captured": self.camera.frames_captured, "frames_dropped": self.camera.frames_dropped,
                       "camera_reconnects": self.camera.reconnects, "camera_read_errors": self.camera.read_errors})
         if self.mic is not None:
-            c.update({"audio_overflows": self.mic.ring.overflows, "audio_timestamp_repairs": self.mic.ring.gaps,
-                      "audio_dropouts": self.mic.ring.dropouts, "audio_samples": self.mic.ring.total,
+            ring = self.mic.ring
+            c.update({"audio_overflows": ring.overflows, "audio_timestamp_repairs": ring.gaps,
+                      "audio_dropouts": ring.dropouts, "audio_samples": ring.total,
                       "audio_stream_errors": getattr(self.mic, "stream_errors", 0),
                       "audio_reopens": getattr(self.mic, "reopens", 0),
                       "audio_callback_errors": getattr(self.mic, "callback_errors", 0)})
-            if self.features is not None:
-                c["audio_frames_computed"] = self.features.computed
+            if self.audio_feeds[0].incremental is not None:
+                c["audio_frames_computed"] = sum(f.computed for f in self.audio_feeds)
         c["backend_errors"] = self.errors
+        self.heads.close()
         self.recorder.info["wall_seconds"] = round(wall_seconds, 3)
         return self.recorder.summary()

@@ -67,6 +67,13 @@ class AudioRing:
                 return None
             return self._total - (self._t_end - t) * self.rate
 
+    def time_of(self, index: int) -> float:
+        """The capture time of absolute sample `index` (the inverse of index_at)."""
+        with self._lock:
+            if self._t_end is None:
+                return 0.0
+            return self._t_end - (self._total - index) / self.rate
+
     def wait_for(self, index: int, timeout: float) -> bool:
         """Waits until sample `index` has been written (True) or `timeout` passes (False)."""
         with self._cond:

@@ -5,21 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edgemm.backends import Backend
+from edgemm.backends import Backend, registry
 from edgemm.errors import DependencyError, EdgemmError, InputError
 from edgemm.manifest import Manifest, check_inputs
-
-# backend name -> (artifacts to try in order, how to open)
-BACKEND_ARTIFACTS = {
-    "edgetpu": ("int8_tflite",),
-    "ort-tensorrt": ("int8_onnx", "fp16_onnx", "float_onnx"),
-    "ort-cuda": ("int8_onnx", "fp16_onnx", "float_onnx"),
-    "litert": ("int8_tflite", "float_tflite"),
-    "ort-cpu": ("int8_onnx", "float_onnx"),
-}
-AUTO_ORDER = ("edgetpu", "ort-tensorrt", "ort-cuda", "litert", "ort-cpu")
-BACKEND_NAMES = ("auto", *BACKEND_ARTIFACTS)
-EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
 @dataclasses.dataclass
@@ -58,50 +46,34 @@ def _open_named(manifest: Manifest, name: str, artifact: str | None, threads: in
                 options: dict | None, note) -> Selected:
     options = dict(options or {})
     artifact = artifact or options.pop("artifact", None)  # a profile may pin the artifact (e.g. fp16 on Jetson Nano)
-    if name not in BACKEND_ARTIFACTS:
-        raise InputError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
-    candidates = (artifact,) if artifact else tuple(a for a in BACKEND_ARTIFACTS[name] if a in manifest.artifacts)
+    kind = registry.kind(name)
+    candidates = (artifact,) if artifact else tuple(a for a in kind.artifacts if a in manifest.artifacts)
     if not candidates:
-        raise InputError(f"the manifest has no artifact for {name} (needs one of {', '.join(BACKEND_ARTIFACTS[name])})")
+        raise InputError(f"the manifest has no artifact for {name} (needs one of {', '.join(kind.artifacts)})")
     key = candidates[0]
     fmt = manifest.artifacts[key].format if key in manifest.artifacts else None
-    if name in ("litert", "edgetpu") and fmt != "tflite" or name.startswith("ort-") and fmt != "onnx":
+    if fmt != kind.format:
         raise InputError(f"backend {name} cannot run artifact {key} ({fmt})")
     if name == "edgetpu":
-        from edgemm.backends.litert import LiteRTBackend
-
         path = _edgetpu_model(manifest, key)
-        delegate = options.get("delegate", EDGETPU_LIBRARY)
-        return Selected(LiteRTBackend(path, threads=threads, delegate=delegate), name, key, path, [])
-    path = manifest.artifact_path(key)
-    if name == "litert":
-        from edgemm.backends.litert import LiteRTBackend
-
-        return Selected(LiteRTBackend(path, threads=threads), name, key, path, [])
-    from edgemm.backends.onnxrt import OnnxRuntimeBackend
-
-    if name == "ort-cpu":
-        providers = ["CPUExecutionProvider"]
-    elif name == "ort-cuda":
-        providers = ["CUDAExecutionProvider"]
     else:
+        path = manifest.artifact_path(key)
+    if name == "ort-tensorrt":
         from edgemm.runtime.trt_cache import engine_cache_dir, has_engine
 
         cache = engine_cache_dir(trt_cache or manifest.directory / "trt_cache", manifest.artifacts[key].sha256)
-        trt = {"trt_int8_enable": manifest.artifacts[key].precision in ("int8", "mixed"), "trt_fp16_enable": True,
-               "trt_engine_cache_enable": True, **options, "trt_engine_cache_path": str(cache),
-               "trt_timing_cache_path": str(cache)}
-        trt = {k: v for k, v in trt.items() if v is not None}
+        options = {"provider_options": registry.tensorrt_options(manifest.artifacts[key].precision, cache, options)}
         cache.mkdir(parents=True, exist_ok=True)
         if note is not None and not has_engine(cache):
             note(f"building the TensorRT engine for {path.name}: this can take several minutes on a Jetson; "
                  f"it is cached in {cache} for the next start")
-        providers = [("TensorrtExecutionProvider", trt)]
-    return Selected(OnnxRuntimeBackend(path, providers=providers, threads=threads), name, key, path, [])
+    elif name.startswith("ort-") and options:
+        options = {"provider_options": options}
+    return Selected(registry.open_backend(name, path, threads, **options), name, key, path, [])
 
 
 def open_backend_for(manifest: Manifest, name: str = "auto", artifact: str | None = None, threads: int | None = None,
-                     trt_cache: Path | None = None, order: tuple[str, ...] = AUTO_ORDER, profile=None,
+                     trt_cache: Path | None = None, order: tuple[str, ...] = registry.AUTO_ORDER, profile=None,
                      note=None) -> Selected:
     """Opens `name`, or with "auto" the first of `order` (or of the profile's backend chain) that works,
     saying why the others did not."""

@@ -58,14 +58,14 @@ def describe(values) -> dict:
             "p99": round(float(p99), 4), "max": round(float(x.max()), 4)}
 
 
-def check_stats_path(path: Path) -> None:
-    """Says in one line why `path` cannot take appended stats lines (before anything starts)."""
+def check_stats_path(path: Path, flag: str = "--stats") -> None:
+    """Says in one line why `path` cannot take appended JSON lines (before anything starts)."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"--stats {path}: is a directory; give a file (records are appended to it)")
+        raise InputError(f"{flag} {path}: is a directory; give a file (records are appended to it)")
     if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"--stats {path}: not writable")
-    check_output_dir(path.parent, "--stats")
+        raise InputError(f"{flag} {path}: not writable")
+    check_output_dir(path.parent, flag)
 
 
 class StatsRecorder:
