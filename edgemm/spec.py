@@ -28,8 +28,9 @@ import numpy as np
 
 from edgemm.config import build, require, to_dict
 from edgemm.errors import InputError
-from edgemm.transforms.audio import AudioTransform, audio_from_v1
-from edgemm.transforms.image import ImageTransform, image_from_v1
+from edgemm.transforms.audio import AudioTransform
+from edgemm.transforms.image import ImageTransform
+from edgemm.transforms.v1 import audio_from_v1, image_from_v1
 
 SPEC_VERSION = 2
 SOURCES = ("camera", "mic", "state", "constant")

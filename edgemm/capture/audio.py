@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemm.errors import DependencyError, InputError
-from edgemm.preprocess import resample
+from edgemm.transforms.signal import resample
 from edgemm.runtime.ring import AudioRing
 from edgemm.wav import read_wav
 

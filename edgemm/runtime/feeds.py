@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 from edgemm.binding import BoundInput
-from edgemm.transforms.audio import IncrementalFeatures, resample
+from edgemm.transforms.audio import IncrementalFeatures
+from edgemm.transforms.signal import resample
 from edgemm.transforms.image import FrameStack
 
 
