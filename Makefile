@@ -5,13 +5,13 @@ install:
 	bash install.sh
 
 demo: install
-	.venv/bin/edgemm demo
+	.venv/bin/python -m examples.av_digits demo
 
 test: install
 	.venv/bin/python -m pytest
 
 eval:
-	.venv/bin/edgemm reference eval
+	.venv/bin/python -m examples.av_digits eval
 
 teacher:
-	.venv/bin/edgemm reference train --out converters/reference
+	.venv/bin/python -m examples.av_digits train --out examples/av_digits

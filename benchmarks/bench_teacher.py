@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_teacher.py [--model DIR] [--runs 300] [--duration 3] [--report DIR] [--no-write]
 
 Float and int8, TFLite (LiteRT) and ONNX (ONNX Runtime CPU), 1 and 2 threads, accuracy on the AV-digits
-test set, plus the `edgemm run` pipeline over the demo media (unpaced). The report written to
+test set (`python -m examples.av_digits data`'s val.npz; the demo frames without the data), plus the `edgemm run` pipeline over the demo media (unpaced). The report written to
 benchmarks/reference_report/ is the committed reference for this machine kind: compare a new run with
 `edgemm bench --compare benchmarks/reference_report/report.json NEW/report.json`.
 """
@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from edgemm import demo_media  # noqa: E402
 from edgemm.bench.report import markdown, write_reports  # noqa: E402
 from edgemm.bench.run import run_bench  # noqa: E402
+from examples.av_digits import demo_media  # noqa: E402
+from examples.av_digits.data import write_data  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_teacher.py"
 REFERENCE = ROOT / "benchmarks" / "reference_report"
@@ -39,13 +40,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgemm-bench-teacher-") as tmp:
         tmp = Path(tmp)
         model = args.model
+        media = demo_media.render(tmp / "media")
+        files = write_data(tmp / "data", train_epochs=0, media=media, log=lambda s: print(s, file=sys.stderr))
         if model is None:
             model = tmp / "teacher"
-            subprocess.run([sys.executable, "-m", "edgemm", "convert", "converters/reference/av_digits_teacher.keras",
-                            "--out", str(model)], cwd=ROOT, check=True, capture_output=True)
-        media = demo_media.render(tmp / "media")
-        report = run_bench([model], runs=args.runs, duration=args.duration, pipeline_media=(media.video, media.audio),
-                           log=lambda s: print(s, file=sys.stderr, flush=True))
+            subprocess.run([sys.executable, "-m", "edgemm", "convert", "examples/av_digits/av_digits_teacher.keras",
+                            "--out", str(model), "--calib", str(files.calib), "--val", str(files.val)],
+                           cwd=ROOT, check=True, capture_output=True)
+        report = run_bench([model], runs=args.runs, duration=args.duration, val=files.val,
+                           pipeline_media=(media.video, media.audio), log=lambda s: print(s, file=sys.stderr, flush=True))
     for entry in report["pipeline"]:  # the temporary paths mean nothing later
         entry["media"] = [Path(p).name for p in entry["media"]]
     write_reports(report, args.report)

@@ -1,11 +1,12 @@
 """`edgemm bench` medians vs an independent bare loop, measured alternately in one run -> benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/bench_vs_bare.py MODEL_DIR [--rounds 3] [--runs 300] [--no-write]
+    .venv/bin/python benchmarks/bench_vs_bare.py MODEL_DIR [--rounds 3] [--runs 300] [--val F.npz] [--no-write]
 
 For each artifact (LiteRT for .tflite, ONNX Runtime CPU for .onnx, 1 thread): `rounds` times, the
 edgemm bench worker (backend.run: quantize, set, invoke, read, dequantize) and then
 benchmarks/bare_loop.py (no edgemm code), each in its own process; the medians of the per-round
-medians are compared.
+medians are compared. Both time the same input: the first sample of --val, as `edgemm bench` does, else
+seeded random inputs of the model's shapes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from edgemm.bench.run import _run_worker, _sample_inputs  # noqa: E402
+from edgemm.bench.run import _run_worker, _sample_inputs, load_val  # noqa: E402
 from edgemm.manifest import load_manifest  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_vs_bare.py"
@@ -34,10 +35,14 @@ def main() -> int:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--val", type=Path, default=None, help="validation .npz; its first sample is timed")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     manifest = load_manifest(args.model_dir)
-    sample, _ = _sample_inputs(manifest, None)
+    val_inputs = None
+    if args.val is not None:
+        val_inputs, _ = load_val(args.val, {t["name"] for t in next(iter(manifest.artifacts.values())).inputs})
+    sample = _sample_inputs(manifest, val_inputs)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "inputs.npz"

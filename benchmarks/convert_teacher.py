@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/convert_teacher.py [--data-dir DIR] [--out DIR] [--no-write]
 
 Same model, same calibration samples (300 from the AV-digits training split) and same held-out
-validation (the 900-sample test set) for every row. Stock rows: the TFLite converter's default
+validation (the 900-sample test set), written by `python -m examples.av_digits data`, for every row. Stock rows: the TFLite converter's default
 post-training int8 (Optimize.DEFAULT + representative dataset, float input/output) and ONNX
 Runtime's quantize_static with its defaults (QDQ, per-tensor weights, MinMax), both run in the
 same runtimes (LiteRT, ONNX Runtime CPU) as edgemm's artifacts.
@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results_md import update_section  # noqa: E402
 from converters import calibration, export  # noqa: E402
 from converters.convert import ConvertOptions, convert  # noqa: E402
-from converters.reference import teacher_files  # noqa: E402
 from converters.sources import load_keras  # noqa: E402
 from edgemm import cpu_features  # noqa: E402
 from edgemm.backends.isolated import run_isolated  # noqa: E402
-from edgemm.datasets.avdigits import resolve_data_dir  # noqa: E402
+from examples.av_digits import teacher_files  # noqa: E402
+from examples.av_digits.data import write_data  # noqa: E402
+from examples.av_digits.dataset import resolve_data_dir  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/convert_teacher.py"
 
@@ -54,13 +55,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgemm-bench-convert-") as tmp:
         tmp = Path(tmp)
         out = args.out or tmp / "edgemm"
+        files = write_data(tmp / "data", data_dir, train_epochs=0, log=lambda s: None)
         start = time.perf_counter()
-        report = convert(teacher_files.TEACHER_MODEL, out, ConvertOptions(data_dir=data_dir), log=lambda s: None)
+        report = convert(teacher_files.TEACHER_MODEL, out, ConvertOptions(calib=files.calib, val=files.val),
+                         log=lambda s: None)
         edgemm_seconds = time.perf_counter() - start
 
         model = load_keras(teacher_files.TEACHER_MODEL)
-        spec, _ = teacher_files.load_sidecar(teacher_files.TEACHER_MODEL)
-        calib, val = calibration.avdigits_sets(data_dir, spec, 300)
+        calib, val = calibration.load_npz(files.calib), calibration.load_npz(files.val)
         reference = model.predict(val.inputs, batch_size=256, verbose=0)
         float_acc = float(np.mean(reference.argmax(1) == val.labels))
         rows = []
@@ -83,8 +85,8 @@ def main() -> int:
     lines = [
         "## Conversion of the reference teacher: edgemm vs stock converters",
         "",
-        f"Command: `{COMMAND}`. Calibration: {report['data']['calibration']}; validation: "
-        f"{report['data']['validation']} (never seen by calibration). Float Keras accuracy: {100 * float_acc:.2f} %.",
+        f"Command: `{COMMAND}`. Calibration: calib.npz, 300 pairs of the AV-digits training split; validation: "
+        f"val.npz, the {len(val)}-pair test set (never seen by calibration). Float Keras accuracy: {100 * float_acc:.2f} %.",
         f"CPU: {cpu_features.cpu_model()} (int8 dot product: {cpu_features.has_int8_dot_product()}).",
         "",
         "| artifact | size | % of float TFLite | accuracy | drop (points) | top-1 agreement | max abs diff | runtime |",

@@ -1,12 +1,15 @@
 """Pruning + distillation of the shipped teacher -> benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/prune_distill.py [--prune 0.5] [--epochs 12] [--data-dir DIR] [--no-write]
+    .venv/bin/python benchmarks/prune_distill.py [--prune 0.5] [--epochs 12] [--train-epochs 1] [--data-dir DIR] [--no-write]
 
-1. `edgemm convert TEACHER --prune 0.5 --distill` (the whole chain, timed) and plain `edgemm convert TEACHER`;
+0. the example's data files (`python -m examples.av_digits data`): calib.npz, val.npz and train.npz
+   (`--train-epochs` epochs' worth of augmented training pairs, the same every training epoch);
+1. `edgemm convert TEACHER --calib --val --train --prune 0.5 --distill` (the whole chain, timed) and plain
+   `edgemm convert TEACHER --calib --val`;
 2. LiteRT median single-inference latency of both int8 TFLite files, side by side in one run
    (benchmarks/litert_latency.py in a process without TensorFlow, 1 and 2 threads);
-3. the same student architecture trained four ways with the same epochs and data: from scratch on hard
-   labels, from scratch distilled, pruned-init fine-tuned on hard labels, pruned-init distilled.
+3. the same student architecture trained four ways with the same epochs and data (train.npz): from scratch
+   on hard labels, from scratch distilled, pruned-init fine-tuned on hard labels, pruned-init distilled.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from converters import distill  # noqa: E402
+from converters import calibration, distill  # noqa: E402
 from converters.convert import ConvertOptions, convert  # noqa: E402
-from converters.reference import teacher_files  # noqa: E402
 from converters.sources import load_keras  # noqa: E402
-from edgemm.datasets import avdigits  # noqa: E402
+from examples.av_digits import dataset, teacher_files  # noqa: E402
+from examples.av_digits.data import write_data  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/prune_distill.py"
 
@@ -44,37 +47,38 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prune", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--train-epochs", type=int, default=1, help="epochs' worth of training pairs in train.npz")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    data_dir = avdigits.resolve_data_dir(args.data_dir)
+    data_dir = dataset.resolve_data_dir(args.data_dir)
     log = lambda s: print(s, flush=True)  # noqa: E731
 
     with tempfile.TemporaryDirectory(prefix="edgemm-bench-prune-") as tmp:
         tmp = Path(tmp)
+        files = write_data(tmp / "data", data_dir, train_epochs=args.train_epochs, log=log)
         t = time.perf_counter()
         small = convert(teacher_files.TEACHER_MODEL, tmp / "pruned", ConvertOptions(
-            data_dir=data_dir, prune=args.prune, distill=True, epochs=args.epochs), log=log)
+            calib=files.calib, val=files.val, train=files.train, prune=args.prune, distill=True, epochs=args.epochs),
+            log=log)
         chain_seconds = time.perf_counter() - t
-        full = convert(teacher_files.TEACHER_MODEL, tmp / "full", ConvertOptions(data_dir=data_dir), log=log)
+        full = convert(teacher_files.TEACHER_MODEL, tmp / "full", ConvertOptions(calib=files.calib, val=files.val),
+                       log=log)
         paths = [tmp / "full" / "int8.tflite", tmp / "pruned" / "int8.tflite"]
         lat = {threads: latency(paths, threads) for threads in (1, 2)}
 
         # Same student architecture, same epochs and data, four ways.
         teacher = load_keras(teacher_files.TEACHER_MODEL)
         pruned_student = load_keras(tmp / "pruned" / "student.keras")
-        spec, _ = teacher_files.load_sidecar(teacher_files.TEACHER_MODEL)
-        test = avdigits.make_split(data_dir, "test", spec)
+        test, train = calibration.load_npz(files.val), calibration.load_npz(files.train)
 
         def data(epoch: int):
-            split = avdigits.make_split(data_dir, "train", spec, pairs_per_clip=1, epoch=epoch, seed=11,
-                                        augmentation=avdigits.Augmentation())
-            return split.inputs(), split.label
+            return train.inputs, train.labels
 
         from converters.prune import prune
 
         def accuracy(model) -> float:
-            return float(np.mean(model.predict(test.inputs(), batch_size=256, verbose=0).argmax(1) == test.label))
+            return float(np.mean(model.predict(test.inputs, batch_size=256, verbose=0).argmax(1) == test.labels))
 
         import keras
 
@@ -100,9 +104,11 @@ def main() -> int:
     lines = [
         "## Pruning + distillation of the reference teacher",
         "",
-        f"Command: `{COMMAND} --prune {args.prune} --epochs {args.epochs}` "
-        f"(= `edgemm convert converters/reference/av_digits_teacher.keras --prune {args.prune} --distill "
-        f"--epochs {args.epochs}` and a plain `edgemm convert` of the teacher). Test set: AV-digits, 900 pairs.",
+        f"Command: `{COMMAND} --prune {args.prune} --epochs {args.epochs} "
+        f"--train-epochs {args.train_epochs}` (= `python -m examples.av_digits data --out D --train-epochs "
+        f"{args.train_epochs}`, `edgemm convert examples/av_digits/av_digits_teacher.keras --calib D/calib.npz "
+        f"--val D/val.npz --train D/train.npz --prune {args.prune} --distill --epochs {args.epochs}` and a plain "
+        f"`edgemm convert` of the teacher). Test set: AV-digits, {len(test)} pairs.",
         "",
         "| stage | parameters | MACs | fp32 weights | float accuracy |",
         "|---|---|---|---|---|",
@@ -125,7 +131,8 @@ def main() -> int:
         f"* whole chain (load, prune, distill {args.epochs} epochs, quantize, export, validate): {chain_seconds:.0f} s "
         "on this machine (2 cores)",
         "",
-        "Same student architecture, same epochs, same training data (fresh AV-digits pairs per epoch):",
+        f"Same student architecture, same epochs, same training data (train.npz: {len(train)} augmented AV-digits "
+        "pairs, the same every epoch):",
         "",
         "| training | float test accuracy |",
         "|---|---|",

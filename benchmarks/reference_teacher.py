@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/reference_teacher.py [--data-dir DIR] [--no-write]
 
-Re-measures image-only, audio-only and fused test accuracy with `edgemm reference eval`'s code and
+Re-measures image-only, audio-only and fused test accuracy with `python -m examples.av_digits eval`'s code and
 reports them beside the figures recorded at training time (incl. the one-modality baselines).
 """
 
@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results_md import update_section  # noqa: E402
 from converters.model_stats import count_macs  # noqa: E402
-from converters.reference import teacher_files  # noqa: E402
-from converters.reference.report import evaluate_on_test_set  # noqa: E402
+from examples.av_digits import teacher_files  # noqa: E402
+from examples.av_digits.report import evaluate_on_test_set  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/reference_teacher.py"
 
@@ -48,8 +48,8 @@ def main() -> int:
     lines = [
         "## Reference teacher (AV-digits)",
         "",
-        f"Command: `{COMMAND}` (accuracies re-measured by `edgemm reference eval`; rows marked * were",
-        "measured at training time by `edgemm reference train --out converters/reference --baselines`).",
+        f"Command: `{COMMAND}` (accuracies re-measured by `python -m examples.av_digits eval`; rows marked * were",
+        "measured at training time by `python -m examples.av_digits train --out examples/av_digits --baselines`).",
         "",
         f"Test set: {measured['test_samples']} pairs (300 FSDD clips of takes 0-4 x 3 MNIST images each), seeded corruption.",
         "",
@@ -58,7 +58,7 @@ def main() -> int:
         *[f"| {name} | {value} |" for name, value in rows],
         "",
         f"* fusion gain over the best single-modality row: **{measured['fusion_gain_points']:+.2f} points** "
-        "(the `edgemm reference eval` gate requires >= 3)",
+        "(the example's `eval` gate requires >= 3)",
     ]
     lines += [
         f"* parameters: {measured['parameters']:,}; multiply-accumulates per inference: {macs / 1e6:.2f} M; "

@@ -25,12 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.loopback import MjpegServer, VirtualMic  # noqa: E402
 from benchmarks.results_md import update_section  # noqa: E402
-from edgemm import demo_media  # noqa: E402
 from edgemm.backends.litert import LiteRTBackend  # noqa: E402
 from edgemm.manifest import load_manifest  # noqa: E402
 from edgemm.runtime import session  # noqa: E402
 from edgemm.runtime.stats import read_stats  # noqa: E402
 from edgemm.wav import read_wav, write_wav  # noqa: E402
+from examples.av_digits import demo_media  # noqa: E402
+from examples.av_digits.data import write_data  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/run_pipeline.py"
 
@@ -106,8 +107,10 @@ def main() -> int:
             import subprocess
 
             model = tmp / "teacher"
-            subprocess.run([sys.executable, "-m", "edgemm", "convert", "converters/reference/av_digits_teacher.keras",
-                            "--out", str(model), "--format", "tflite"], cwd=ROOT, check=True, capture_output=True)
+            files = write_data(tmp / "data", train_epochs=0, log=lambda s: None)
+            subprocess.run([sys.executable, "-m", "edgemm", "convert", "examples/av_digits/av_digits_teacher.keras",
+                            "--out", str(model), "--format", "tflite", "--calib", str(files.calib), "--val",
+                            str(files.val)], cwd=ROOT, check=True, capture_output=True)
         manifest = load_manifest(model)
         media = demo_media.render(tmp / "media")
         speech, rate = read_wav(media.audio)

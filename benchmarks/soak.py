@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.loopback import MjpegServer, VirtualMic  # noqa: E402
 from benchmarks.results_md import update_section  # noqa: E402
-from edgemm import demo_media  # noqa: E402
 from edgemm.manifest import load_manifest  # noqa: E402
 from edgemm.runtime import session  # noqa: E402
 from edgemm.runtime.stats import read_stats  # noqa: E402
 from edgemm.wav import read_wav, write_wav  # noqa: E402
+from examples.av_digits import demo_media  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/soak.py --model DIR"
 

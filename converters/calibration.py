@@ -1,12 +1,8 @@
 """Calibration and validation data, keyed by input name (never by position).
 
-Two sources:
-* the AV-digits task (default for models with the reference inputs): calibration
-  samples from the training split, validation on the test split, both through
-  the same preprocessing as the device;
-* an .npz file with one array per model input (first axis = samples) and an
-  optional `label` array. Without a separate validation file, the first part
-  calibrates and the rest (never seen by calibration) validates.
+An .npz file with one array per model input (first axis = samples) and an
+optional `label` array. Without a separate validation file, the first part
+calibrates and the rest (never seen by calibration) validates.
 """
 
 from __future__ import annotations
@@ -68,19 +64,6 @@ def load_npz(path: Path) -> Samples:
     if labels is not None:
         labels = np.asarray(labels).astype(np.int64).reshape(-1)
     return Samples(arrays, labels, str(path))
-
-
-def avdigits_sets(data_dir: Path, spec, calib_samples: int, val_pairs_per_clip: int = 3) -> tuple[Samples, Samples]:
-    """(calibration from the training split, validation = the AV-digits test set)."""
-    from edgemm.datasets import avdigits
-
-    train = avdigits.make_split(data_dir, "train", spec, pairs_per_clip=1, seed=7)
-    order = np.random.default_rng(7).permutation(len(train))[:calib_samples]
-    test = avdigits.make_split(data_dir, "test", spec, pairs_per_clip=val_pairs_per_clip)
-    calib = Samples({k: v[order] for k, v in train.inputs().items()}, train.label[order],
-                    f"AV-digits train split ({len(order)} samples, {data_dir})")
-    val = Samples(test.inputs(), test.label, f"AV-digits test set ({len(test)} samples)")
-    return calib, val
 
 
 def split_npz(samples: Samples, calib_samples: int) -> tuple[Samples, Samples]:

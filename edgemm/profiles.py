@@ -259,7 +259,7 @@ def check(profile: Profile) -> list[tuple[str, str, str]]:
         role = "accelerator" if i == 0 else "fallback"
         rows.append((f"backend {b.name} ({role})", "ok" if ok else ("missing" if i == 0 else "warning"), detail))
     cam = profile.camera.uri
-    if cam.isdigit() or cam.startswith("/dev/video"):
+    if cam.isdecimal() or cam.startswith("/dev/video"):
         dev = cam if cam.startswith("/dev/") else f"/dev/video{cam}"
         rows.append((f"camera {cam}", "ok" if Path(dev).exists() else "warning", dev if Path(dev).exists() else
                      f"no {dev}: connect a camera, or pass --camera with a file or URL"))

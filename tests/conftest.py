@@ -19,8 +19,8 @@ HAS_CONVERT = _has("tensorflow") and _has("keras")
 
 @pytest.fixture(scope="session")
 def data_dir():
-    from edgemm.datasets.avdigits import resolve_data_dir
     from edgemm.errors import DataError
+    from examples.av_digits.dataset import resolve_data_dir
 
     try:
         return resolve_data_dir()
@@ -35,8 +35,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_convert)
 
 
+TEACHER = "examples/av_digits/av_digits_teacher.keras"
+
+
 @pytest.fixture(scope="session")
-def converted_teacher(tmp_path_factory, data_dir):
+def av_digits_files(tmp_path_factory, data_dir):
+    """The example's calib.npz and val.npz (no train.npz), written once per test session."""
+    from examples.av_digits.data import write_data
+
+    return write_data(tmp_path_factory.mktemp("av_digits_data"), data_dir, train_epochs=0, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def converted_teacher(tmp_path_factory, av_digits_files):
     """The shipped teacher converted once per test session: (output dir, report)."""
     if not HAS_CONVERT:
         pytest.skip("converter extra not installed")
@@ -47,8 +58,8 @@ def converted_teacher(tmp_path_factory, data_dir):
     from edgemm.cli import main
 
     out = tmp_path_factory.mktemp("teacher")
-    result = CliRunner().invoke(main, ["convert", "converters/reference/av_digits_teacher.keras", "--out", str(out),
-                                       "--data-dir", str(data_dir)])
+    result = CliRunner().invoke(main, ["convert", TEACHER, "--out", str(out), "--calib", str(av_digits_files.calib),
+                                       "--val", str(av_digits_files.val)])
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "report.json").read_text())
 
@@ -60,7 +71,7 @@ def demo_media(tmp_path_factory):
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed (install.sh installs it)")
-    from edgemm import demo_media as dm
+    from examples.av_digits import demo_media as dm
 
     return dm.render(tmp_path_factory.mktemp("demo"))
 

@@ -39,6 +39,8 @@ def bad(tmp_path_factory, converted_teacher, demo_media):
     np.savez(root / "empty.npz", x=np.zeros((0, 4), np.float32))
     np.savez(root / "shape.npz", x=np.zeros((10, 5), np.float32))
     np.savez(root / "wrong_name.npz", y=np.zeros((10, 4), np.float32))
+    np.savez(root / "tiny_calib.npz", x=np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    (root / "student.yaml").write_text("architecture: narrow\n")
     (root / "no_manifest").mkdir()
     (root / "bad_json").mkdir()
     (root / "bad_json" / "manifest.json").write_text("{not json")
@@ -93,8 +95,12 @@ MATRIX = [
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/wrong_name.npz"], 3, "do not match the model inputs"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/nope.npz"], 3, "no such calibration file"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o"], 3, "give --calib"),
-    (["convert", "converters/reference/av_digits_teacher.keras", "--out", "{root}/o", "--data-dir", "{root}/nodata"], 4,
-     "AV-digits data not found"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz", "--val", "{root}/shape.npz"],
+     3, "the model wants (4,)"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz", "--prune", "0.5",
+      "--train", "{root}/wrong_name.npz"], 3, "do not match the model inputs"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz", "--distill",
+      "--student", "{root}/student.yaml"], 3, "a student is a .keras model file"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--max-size", "12Q"], 2, "not a size"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/good_model/manifest.json"], 3, "exists and is not a directory"),
     (["convert", "{root}/good_model", "--out", "{root}/o"], 3, "is a directory"),
@@ -120,7 +126,7 @@ MATRIX = [
     (["run", "--model", M, *CAM, *MIC, "--stats", "{root}"], 3, "is a directory"),
     (["run", "--model", M, *CAM, *MIC, "--stats", "{root}/stats.jsonl/s.jsonl"], 3, "is not a directory"),
     (["run", "--model", M, *CAM, "--mic", "{root}/stereo8k.wav", "--unpaced", "--duration", "1"], 0, None),
-    # bench, profiles, reference
+    # bench, profiles
     (["bench", "{root}/no_manifest", "--report", "{root}/r"], 3, "no manifest"),
     (["bench", "--compare", "{root}/nope.json", "{root}/nope.json"], 3, "no such report"),
     (["bench", M], 2, "--report OUT is required"),
@@ -129,8 +135,9 @@ MATRIX = [
     (["bench", "{root}/io_shape", "--report", "{root}/r", "--artifact", "int8_tflite", "--runs", "2", "--warmup", "0",
       "--duration", "0.1", "--threads", "1"], 3, "in the manifest"),
     (["bench", "{root}/truncated", "--report", "{root}/r", "--artifact", "int8_tflite"], 3, "not a valid Flatbuffer"),
+    (["bench", M, "--report", "{root}/r", "--val", "{root}/wrong_name.npz"], 3, "do not match the model inputs"),
+    (["bench", M, "--report", "{root}/r", "--val", "{root}/nope.npz"], 3, "no such validation file"),
     (["profiles", "show", "toaster"], 3, "unknown device profile"),
-    (["reference", "eval", "--data-dir", "{root}/nodata"], 4, "AV-digits data not found"),
 ]
 
 

@@ -17,11 +17,11 @@ pytestmark = pytest.mark.convert
 
 
 @pytest.fixture(scope="module")
-def bench_report(converted_teacher, data_dir, tmp_path_factory):
+def bench_report(converted_teacher, av_digits_files, tmp_path_factory):
     out, _ = converted_teacher
     report_dir = tmp_path_factory.mktemp("bench")
     result = CliRunner().invoke(main, ["bench", str(out), "--runs", "30", "--warmup", "5", "--duration", "0.2",
-                                       "--data-dir", str(data_dir), "--report", str(report_dir)])
+                                       "--val", str(av_digits_files.val), "--report", str(report_dir)])
     assert result.exit_code == 0, result.output
     return report_dir, json.loads((report_dir / "report.json").read_text())
 
@@ -113,6 +113,8 @@ def test_compare_matches_a_real_second_run_by_configuration(bench_report, conver
                                        "--threads", "1", "--runs", "20", "--warmup", "2", "--duration", "0.1",
                                        "--report", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["results"][0]["accuracy"] is None  # no --val: seeded random inputs, no accuracy
     compared = CliRunner().invoke(main, ["bench", "--compare", str(report_dir / "report.json"),
                                          str(tmp_path / "again" / "report.json"), "--tolerance", "100"])
     assert compared.exit_code == 0, compared.output

@@ -112,6 +112,54 @@ def test_calibration_with_nan_is_refused(image_classifier, tmp_path):
     assert result.exit_code == 3 and "shape (8, 16, 1)" in result.output
 
 
+# -- students and training data (--distill --student, --train) ----------------------------------------
+
+def _student(path, input_name="pixels", shape=(16, 16, 1), classes=3):
+    import keras
+
+    inp = keras.Input(shape, name=input_name)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inp))
+    keras.Model(inp, keras.layers.Dense(classes, activation="softmax")(h)).save(path)
+    return path
+
+
+def test_distill_into_a_keras_student_on_a_train_file(image_classifier, tmp_path):
+    student = _student(tmp_path / "small.keras")
+    x, y = _image_task(400, seed=2)
+    np.savez(tmp_path / "train.npz", pixels=x, label=y)
+    result = _invoke("convert", image_classifier / "blob.keras", "--out", tmp_path / "out", "--format", "tflite",
+                     "--calib", image_classifier / "calib.npz", "--distill", "--student", student,
+                     "--train", tmp_path / "train.npz", "--epochs", 3)
+    assert result.exit_code == 0, result.output
+    assert f"training data: {tmp_path / 'train.npz'} (400 samples)" in result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    stages = report["compression"]["stages"]
+    assert stages[1]["stage"] == "student from small.keras (untrained)" and stages[-1]["stage"] == "distilled"
+    assert stages[-1]["parameters"] < stages[0]["parameters"]
+    assert report["compression"]["training"]["epochs"] == 3 and report["options"]["train"] == str(tmp_path / "train.npz")
+    assert (tmp_path / "out" / "student.keras").is_file()
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("name", "student inputs {'image': (16, 16, 1)} do not match the source model's {'pixels': (16, 16, 1)}"),
+    ("shape", "student inputs {'pixels': (8, 8, 1)} do not match"),
+    ("classes", "student has 4 classes, the source model 3"),
+    ("yaml", "a student is a .keras model file"),
+])
+def test_student_that_does_not_fit_the_source_is_a_one_line_error(image_classifier, tmp_path, kind, message):
+    if kind == "yaml":
+        student = tmp_path / "student.yaml"
+        student.write_text("architecture: narrow\n")
+    else:
+        student = _student(tmp_path / "s.keras", input_name="image" if kind == "name" else "pixels",
+                           shape=(8, 8, 1) if kind == "shape" else (16, 16, 1), classes=4 if kind == "classes" else 3)
+    result = _invoke("convert", image_classifier / "blob.keras", "--out", tmp_path / "out", "--calib",
+                     image_classifier / "calib.npz", "--distill", "--student", student)
+    assert result.exit_code == 3, result.output
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
 # -- the multi-input ordering trap --------------------------------------------------------------------
 
 def test_multi_input_calibration_is_keyed_by_name(tmp_path):

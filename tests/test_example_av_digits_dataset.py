@@ -3,9 +3,9 @@ import gzip
 import numpy as np
 import pytest
 
-from edgemm.datasets import avdigits
 from edgemm.errors import DataError
-from edgemm.preprocess import PreprocessSpec
+from edgemm.transforms.v1 import PreprocessSpec
+from examples.av_digits import dataset as avdigits
 
 
 def test_read_idx_round_trip_and_bad_files(tmp_path):

@@ -1,4 +1,4 @@
-"""The README demo, end to end: media rendered from registry packages, decisions printed."""
+"""The example's demo (README set-up command), end to end: media rendered from registry packages, decisions printed."""
 
 import re
 import shutil
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgemm import demo_media
-from edgemm.cli import main
 from edgemm.errors import InputError
 from edgemm.wav import read_wav
+from examples.av_digits import demo_media
+from examples.av_digits.cli import main
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (install.sh installs it)")
 

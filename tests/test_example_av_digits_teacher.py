@@ -5,9 +5,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from converters.reference import teacher_files
-from edgemm.cli import main
 from edgemm.manifest import sha256_file
+from examples.av_digits import teacher_files
+from examples.av_digits.cli import main
 
 pytestmark = pytest.mark.convert
 
@@ -25,8 +25,8 @@ def test_shipped_teacher_has_two_named_inputs_and_full_size():
 
 
 @pytest.mark.slow
-def test_reference_eval_reproduces_the_recorded_metrics(data_dir):
-    result = CliRunner().invoke(main, ["reference", "eval", "--json"])
+def test_eval_reproduces_the_recorded_metrics(data_dir):
+    result = CliRunner().invoke(main, ["eval", "--json"])
     assert result.exit_code == 0, result.output
     measured = json.loads(result.output)
     _, sidecar = teacher_files.load_sidecar(teacher_files.TEACHER_MODEL)
@@ -37,7 +37,7 @@ def test_reference_eval_reproduces_the_recorded_metrics(data_dir):
 
 
 @pytest.mark.slow
-def test_reference_eval_gate_fails_when_the_gain_is_too_small(data_dir):
-    result = CliRunner().invoke(main, ["reference", "eval", "--min-gain", "100"])
+def test_eval_gate_fails_when_the_gain_is_too_small(data_dir):
+    result = CliRunner().invoke(main, ["eval", "--min-gain", "100"])
     assert result.exit_code == 1
     assert "below --min-gain" in result.output

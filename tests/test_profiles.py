@@ -112,10 +112,10 @@ def test_edge_tpu_delegate_missing_is_a_clear_error(converted_teacher, demo_medi
     ("coral-usb", {"float_tflite", "int8_tflite"}, {"int8_onnx"}),
     ("jetson-orin-nano", {"float_onnx", "int8_onnx", "fp16_onnx"}, {"int8_tflite"}),
 ])
-def test_convert_for_a_target(data_dir, tmp_path, target, expect, absent):
-    result = CliRunner().invoke(main, ["convert", "converters/reference/av_digits_teacher.keras", "--out",
-                                       str(tmp_path), "--target", target, "--data-dir", str(data_dir),
-                                       "--calib-samples", "100"])
+def test_convert_for_a_target(av_digits_files, tmp_path, target, expect, absent):
+    result = CliRunner().invoke(main, ["convert", "examples/av_digits/av_digits_teacher.keras", "--out",
+                                       str(tmp_path), "--target", target, "--calib", str(av_digits_files.calib),
+                                       "--val", str(av_digits_files.val), "--calib-samples", "100"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert expect <= set(manifest["artifacts"]) and not absent & set(manifest["artifacts"])

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgemm import preprocess, profiles
+from edgemm import profiles
+from edgemm.transforms import v1 as preprocess
 from edgemm.errors import DataError, InputError
 from edgemm.manifest import load_manifest
 from edgemm.runtime.stats import read_stats
@@ -84,7 +85,7 @@ def test_wav_reader_on_valid_and_truncated_files(tmp_path, channels, width, rate
 @FUZZ
 @given(blob=st.binary(max_size=200))
 def test_idx_reader_on_random_bytes(tmp_path, blob):
-    from edgemm.datasets.avdigits import read_idx
+    from examples.av_digits.dataset import read_idx
 
     path = tmp_path / "x.idx"
     path.write_bytes(blob)

@@ -91,13 +91,13 @@ def test_each_frame_is_paired_with_the_audio_ending_at_its_capture_time(converte
 # -- end to end on the demo media ------------------------------------------------------------------------
 
 def _segment_end_labels(stats: Path, truth: list[dict], fps: float) -> list[tuple[str, str]]:
-    from edgemm.demo_media import segment_end_accuracy
+    from examples.av_digits.demo_media import segment_end_accuracy
 
     return segment_end_accuracy(read_stats(stats)[0], truth, fps)
 
 
 def test_demo_media_decisions_match_the_labels(converted_teacher, demo_media, tmp_path):
-    from edgemm import demo_media as dm
+    from examples.av_digits import demo_media as dm
 
     out, report = converted_teacher
     stats = tmp_path / "s.jsonl"
@@ -146,7 +146,7 @@ def test_live_http_camera_at_30_fps(converted_teacher, demo_media, tmp_path):
 # -- real virtual microphone (PulseAudio null sink) ------------------------------------------------------
 
 def test_virtual_microphone_through_pyaudio(converted_teacher, virtual_mic, tmp_path):
-    from edgemm import demo_media as dm
+    from examples.av_digits import demo_media as dm
 
     out, _ = converted_teacher
     config = dm.DemoConfig(digits=(3, 1, 4, 1, 5, 9))

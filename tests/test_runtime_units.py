@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from edgemm import preprocess
-from edgemm.runtime.features import IncrementalLogMel
-from edgemm.runtime.postprocess import Smoother, to_probabilities
+from edgemm.runtime.postprocess import Smoother, activate
 from edgemm.runtime.ring import AudioRing
+from edgemm.transforms import v1 as preprocess
+from edgemm.transforms.audio import IncrementalFeatures
 from edgemm.runtime.stats import StatsRecorder, describe, prometheus_text, read_stats
 
 
@@ -47,6 +47,12 @@ def test_ring_fills_a_dropout_with_silence_so_indices_keep_matching_time():
     assert ring.dropouts == 1
 
 
+def test_ring_time_of_inverts_index_at():
+    ring = AudioRing(1000)
+    ring.write(np.zeros(500), 3.0)
+    assert ring.time_of(250) == pytest.approx(2.75) and ring.index_at(ring.time_of(123)) == pytest.approx(123)
+
+
 def test_ring_keeps_the_newest_samples_of_an_oversized_write():
     ring = AudioRing(1000, seconds=1.0)
     ring.write(np.zeros(300), 0.3)
@@ -61,7 +67,7 @@ def test_incremental_features_equal_the_reference_and_compute_only_new_hops():
     signal = rng.normal(0, 0.1, 3 * 16000).astype(np.float32)
     ring = AudioRing(16000)
     ring.write(signal, 3.0)
-    inc = IncrementalLogMel(spec)
+    inc = IncrementalFeatures(preprocess.audio_from_v1(spec))
     for end in (16000, 16320, 20000 // 320 * 320, 3 * 16000):
         got = inc.features(ring, end)
         want = preprocess.audio_features(signal[:end], 16000, spec)
@@ -81,7 +87,7 @@ def test_smoother_announces_changes_once_and_respects_the_threshold():
     d3 = s.update(np.array([0.0, 1.0, 0.0]))  # smoothed: a 0.45, b 0.525 -> below threshold
     assert d3.label == "b" and not d3.changed
     assert s.update(np.array([0.0, 1.0, 0.0])).changed
-    np.testing.assert_allclose(to_probabilities(np.array([1.0, 1.0])), [0.5, 0.5])
+    np.testing.assert_allclose(activate(np.array([1.0, 1.0]), "auto"), [0.5, 0.5])
 
 
 def test_stats_file_lines_parse_and_a_partial_last_line_is_ignored(tmp_path):

@@ -54,24 +54,45 @@ def environment() -> dict:
             "python": platform.python_version(), "libraries": libraries}
 
 
-def _sample_inputs(manifest, data_dir) -> tuple[dict[str, np.ndarray], object]:
-    """One real AV-digits test sample when the data is there (else seeded noise), and the test split."""
-    artifact = next(iter(manifest.artifacts.values()))
-    shapes = {t["name"]: tuple(t["shape"]) for t in artifact.inputs}
-    spec = manifest.preprocess
-    test = None
-    if spec is not None and set(shapes) == {"image", "audio"}:
-        from edgemm.datasets import avdigits
-        from edgemm.errors import DataError
+def load_val(path: Path, input_names: set[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """A validation .npz: one array per model input (first axis = samples) and an optional 'label'."""
+    import zipfile
 
-        try:
-            test = avdigits.make_split(avdigits.resolve_data_dir(data_dir), "test", spec)
-        except DataError:
-            test = None
-    if test is not None:
-        return {k: v[:1] for k, v in test.inputs().items()}, test
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such validation file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npz of arrays ({e})") from None
+    labels = arrays.pop("label", None)
+    if set(arrays) != input_names:
+        raise InputError(f"{path}: arrays {sorted(arrays)} do not match the model inputs {sorted(input_names)}")
+    counts = {len(a) for a in arrays.values()} | ({len(labels)} if labels is not None else set())
+    if len(counts) != 1 or 0 in counts:
+        raise InputError(f"{path}: every array needs the same, non-zero number of samples (got {sorted(counts)})")
+    arrays = {k: np.ascontiguousarray(v, np.float32) if np.issubdtype(v.dtype, np.floating) else v
+              for k, v in arrays.items()}
+    return arrays, None if labels is None else np.asarray(labels).astype(np.int64).reshape(-1)
+
+
+def _sample_inputs(manifest, val_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The timing input: the first validation sample, else seeded random inputs of the model's shapes and dtypes."""
+    if val_inputs is not None:
+        return {k: v[:1] for k, v in val_inputs.items()}
+    artifacts = list(manifest.artifacts.values())
+    artifact = next((a for a in artifacts if a.precision == "float32"), artifacts[0])
     rng = np.random.default_rng(0)
-    return {name: rng.normal(size=(1, *shape[1:])).astype(np.float32) for name, shape in shapes.items()}, None
+    sample = {}
+    for t in artifact.inputs:
+        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in t["shape"][1:])
+        dtype = np.dtype(t.get("dtype") or "float32")
+        if np.issubdtype(dtype, np.integer) and not t.get("scale"):  # ids, indices: not quantized floats
+            sample[t["name"]] = rng.integers(0, 2, size=(1, *shape)).astype(dtype)
+        else:  # float inputs, and quantized ones (the backend quantizes float feeds)
+            sample[t["name"]] = rng.normal(size=(1, *shape)).astype(np.float32)
+    return sample
 
 
 def _run_worker(job: dict, timeout: float) -> dict:
@@ -89,7 +110,7 @@ def _run_worker(job: dict, timeout: float) -> dict:
 
 def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "ort-cpu"), threads: tuple[int, ...] = (1, 2),
               runs: int = 200, warmup: int = 20, duration: float = 2.0, artifacts: tuple[str, ...] | None = None,
-              data_dir: Path | None = None, pipeline_media: tuple[Path, Path] | None = None,
+              val: Path | None = None, pipeline_media: tuple[Path, Path] | None = None,
               baseline: str | None = None, log: Callable[[str], None] = print) -> dict:
     from edgemm.backends.isolated import run_isolated
 
@@ -97,7 +118,10 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
     for model_dir in model_dirs:
         manifest = load_manifest(model_dir)
         name = Path(model_dir).resolve().name
-        sample, test = _sample_inputs(manifest, data_dir)
+        val_inputs, labels = None, None
+        if val is not None:
+            val_inputs, labels = load_val(val, {t["name"] for t in next(iter(manifest.artifacts.values())).inputs})
+        sample = _sample_inputs(manifest, val_inputs)
         with tempfile.TemporaryDirectory(prefix="edgemm-bench-in-") as tmp:
             inputs_path = Path(tmp) / "inputs.npz"
             np.savez(inputs_path, **sample)
@@ -106,13 +130,13 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                     continue
                 path = manifest.artifact_path(key)  # sha256 checked
                 accuracy = None
-                if test is not None:
-                    log(f"accuracy of {name}/{key} on {len(test)} AV-digits test samples")
+                if labels is not None:
+                    log(f"accuracy of {name}/{key} on {len(labels)} samples of {Path(val).name}")
                     kind = "litert" if art.format == "tflite" else "onnxruntime"
-                    outputs, info = run_isolated(kind, path, test.inputs())
+                    outputs, info = run_isolated(kind, path, val_inputs)
                     check_inputs(art.inputs, info["inputs"], path)
-                    accuracy = round(float(np.mean(next(iter(outputs.values())).reshape(len(test), -1).argmax(1)
-                                                   == test.label)), 4)
+                    accuracy = round(float(np.mean(next(iter(outputs.values())).reshape(len(labels), -1).argmax(1)
+                                                   == labels)), 4)
                 for backend in FORMAT_BACKENDS[art.format]:
                     if backend not in backends:
                         continue
@@ -148,7 +172,8 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                              "summary": summary})
     ok = [r for r in results if "latency_ms" in r]
     if not ok:
-        raise InputError("no configuration could be benchmarked (see the messages above)")
+        first = next((r["error"] for r in results if "error" in r), "nothing matched --artifact/--backend")
+        raise InputError(f"no configuration could be benchmarked; the first: {first}")
     base = next((r for r in ok if r["id"] == baseline), None) if baseline else ok[0]
     if baseline and base is None:
         raise InputError(f"--baseline {baseline!r} is not one of: {', '.join(r['id'] for r in ok)}")

@@ -109,7 +109,7 @@ def find_input_device(pa, device: str | int | None) -> dict:
     try:
         if device in (None, "", "default"):
             return pa.get_default_input_device_info()
-        if isinstance(device, int) or str(device).isdigit():
+        if isinstance(device, int) or str(device).isdecimal():
             info = pa.get_device_info_by_index(int(device))
             if info["maxInputChannels"] < 1:
                 raise InputError(f"audio device {device} ({info['name']}) has no input channels")

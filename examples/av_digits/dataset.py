@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemm import preprocess
 from edgemm.errors import DataError
+from edgemm.transforms import v1 as preprocess
+from edgemm.transforms.signal import fit_window
 from edgemm.wav import read_wav
 
 LABELS = tuple(str(d) for d in range(10))
@@ -210,7 +211,7 @@ def noisy_window(
 ) -> np.ndarray:
     """The clip in a window of `length` samples, with white noise over the whole window at `snr_db`."""
     offset = int(rng.integers(0, max(1, length - clip.size + 1))) if random_offset else None
-    window = preprocess.fit_window(clip, length, offset)
+    window = fit_window(clip, length, offset)
     power = float(np.mean(np.square(clip, dtype=np.float64))) if clip.size else 0.0
     noise_std = np.sqrt(power / 10.0 ** (snr_db / 10.0))
     return (window + rng.normal(0.0, noise_std, length)).astype(np.float32)

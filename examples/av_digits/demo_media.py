@@ -19,8 +19,8 @@ import numpy as np
 
 from edgemm.atomic import atomic_path, write_json
 from edgemm.errors import DependencyError, InputError
-from edgemm.speech_synth import WORDS, speak
 from edgemm.wav import write_wav
+from examples.av_digits.speech_synth import WORDS, speak
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
@@ -139,7 +139,7 @@ def calibration_arrays(media: DemoMedia, spec, seed: int = 0) -> dict[str, np.nd
     with the segment's digit as 'label', shuffled: calibration data for machines without the reference data."""
     import cv2
 
-    from edgemm import preprocess
+    from edgemm.transforms import v1 as preprocess
     from edgemm.wav import read_wav
 
     segments = load_truth(media.truth)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgemm.datasets.avdigits import Split
+from examples.av_digits.dataset import Split
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

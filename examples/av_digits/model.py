@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from edgemm.preprocess import PreprocessSpec
+from edgemm.transforms.v1 import PreprocessSpec
 
 NUM_CLASSES = 10
 # Keras' default 0.99 leaves the moving statistics far from the data after a

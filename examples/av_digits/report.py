@@ -1,4 +1,4 @@
-"""What `edgemm reference eval` and `edgemm demo` print: the teacher judged on real inputs."""
+"""What the example's `eval` and `demo` commands print: the teacher judged on real inputs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from typing import Iterator
 
 import numpy as np
 
-from converters.reference import teacher_files
-from converters.reference.evaluate import evaluate_teacher
-from edgemm import preprocess
-from edgemm.datasets import avdigits
-from edgemm.demo_media import DemoMedia, load_truth
+from edgemm.transforms import v1 as preprocess
 from edgemm.errors import InputError
 from edgemm.wav import read_wav
+from examples.av_digits import dataset, teacher_files
+from examples.av_digits.demo_media import DemoMedia, load_truth
+from examples.av_digits.evaluate import evaluate_teacher
 
 
 def evaluate_on_test_set(model_path: Path | None, data_dir: Path | None) -> dict:
@@ -21,8 +20,8 @@ def evaluate_on_test_set(model_path: Path | None, data_dir: Path | None) -> dict
     model_path = Path(model_path or teacher_files.TEACHER_MODEL)
     spec, sidecar = teacher_files.load_sidecar(model_path)
     model = teacher_files.load_teacher(model_path)
-    test = avdigits.make_split(avdigits.resolve_data_dir(data_dir), "test", spec)
-    metrics = evaluate_teacher(model, test, avdigits.blank_inputs(spec))
+    test = dataset.make_split(dataset.resolve_data_dir(data_dir), "test", spec)
+    metrics = evaluate_teacher(model, test, dataset.blank_inputs(spec))
     rows = [
         ("image only (audio blanked)", metrics["image_only_accuracy"]),
         ("audio only (image blanked)", metrics["audio_only_accuracy"]),
@@ -83,12 +82,12 @@ def decide_on_media(media: DemoMedia, model_path: Path | None) -> Iterator[str]:
     audio = np.stack(
         [preprocess.audio_features(samples[: int(round(end * rate))], rate, spec.audio) for end in ends]
     )
-    blanks = avdigits.blank_inputs(spec)
+    blanks = dataset.blank_inputs(spec)
     n = len(segments)
     fused = model.predict({"image": image, "audio": audio}, verbose=0)
     image_only = model.predict({"image": image, "audio": np.repeat(blanks["audio"][None], n, 0)}, verbose=0)
     audio_only = model.predict({"image": np.repeat(blanks["image"][None], n, 0), "audio": audio}, verbose=0)
-    labels = sidecar.get("labels", avdigits.LABELS)
+    labels = sidecar.get("labels", dataset.LABELS)
     yield f"demo: {media.video.name} + {media.audio.name}, {n} segments, model {model_path.name}"
     yield "  time    decision  conf   image-only  audio-only  truth"
     truth = np.array([int(s["digit"]) for s in segments])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemm.errors import DependencyError
-from edgemm.preprocess import resample
+from edgemm.transforms.signal import resample
 from edgemm.wav import read_wav
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgemm.atomic import atomic_path, read_json_object, write_json
-from edgemm.datasets.avdigits import LABELS
 from edgemm.errors import InputError
 from edgemm.manifest import sha256_file
-from edgemm.preprocess import PreprocessSpec
+from edgemm.transforms.v1 import PreprocessSpec
+from examples.av_digits.dataset import LABELS
 
 TEACHER_DIR = Path(__file__).resolve().parent
 TEACHER_MODEL = TEACHER_DIR / "av_digits_teacher.keras"

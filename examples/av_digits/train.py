@@ -2,7 +2,7 @@
 
 Each epoch draws new image/audio pairs, offsets and noise from the training
 split; half of the training clips also get a random SNR (-3..40 dB) and level
-(-12..+6 dB), so the model hears clean speech too (`avdigits.Augmentation`).
+(-12..+6 dB), so the model hears clean speech too (`dataset.Augmentation`).
 The test split is fixed at the task's 0 dB SNR. With `modality_dropout`, a
 sample loses its image or its audio (replaced by blank paper / silence), so
 the teacher also decides from one modality alone, and its one-modality
@@ -19,10 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from converters.reference import teacher_files
-from converters.reference.evaluate import accuracy, evaluate_teacher
-from edgemm.datasets import avdigits
-from edgemm.preprocess import PreprocessSpec
+from edgemm.transforms.v1 import PreprocessSpec
+from examples.av_digits import dataset, teacher_files
+from examples.av_digits.evaluate import accuracy, evaluate_teacher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,18 +33,18 @@ class TrainConfig:
     pairs_per_clip: int = 1
     seed: int = 0
     baselines: bool = True
-    augmentation: avdigits.Augmentation | None = avdigits.Augmentation()
+    augmentation: dataset.Augmentation | None = dataset.Augmentation()
 
 
 def fit_audio_normalisation(data_dir: Path, spec: PreprocessSpec) -> PreprocessSpec:
     """Sets the audio mean/std from the training split's log-mel features."""
     raw_spec = dataclasses.replace(spec, audio=dataclasses.replace(spec.audio, mean=0.0, std=1.0))
-    features = avdigits.make_split(data_dir, "train", raw_spec, pairs_per_clip=1, seed=1).audio
+    features = dataset.make_split(data_dir, "train", raw_spec, pairs_per_clip=1, seed=1).audio
     mean, std = float(features.mean()), float(features.std())
     return dataclasses.replace(spec, audio=dataclasses.replace(spec.audio, mean=round(mean, 4), std=round(std, 4)))
 
 
-def _drop_modalities(split: avdigits.Split, blanks: dict, rate: float, rng: np.random.Generator) -> dict:
+def _drop_modalities(split: dataset.Split, blanks: dict, rate: float, rng: np.random.Generator) -> dict:
     inputs = {name: array.copy() for name, array in split.inputs().items()}
     draw = rng.random(len(split))
     inputs["image"][draw < rate] = blanks["image"]
@@ -66,14 +65,14 @@ def train(
     """
     import keras
 
-    from converters.reference.model import build_single, build_teacher
+    from examples.av_digits.model import build_single, build_teacher
 
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     spec = fit_audio_normalisation(data_dir, PreprocessSpec())
     log(f"audio feature normalisation: mean={spec.audio.mean} std={spec.audio.std}")
-    test = avdigits.make_split(data_dir, "test", spec)
-    blanks = avdigits.blank_inputs(spec)
+    test = dataset.make_split(data_dir, "test", spec)
+    blanks = dataset.blank_inputs(spec)
     models = {"fused": build_teacher(spec)}
     if config.baselines:
         models["image"] = build_single("image", spec)
@@ -84,8 +83,8 @@ def train(
         model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(config.seed)
 
-    def epoch_data(epoch: int) -> avdigits.Split:
-        return avdigits.make_split(
+    def epoch_data(epoch: int) -> dataset.Split:
+        return dataset.make_split(
             data_dir, "train", spec, pairs_per_clip=config.pairs_per_clip, epoch=epoch,
             augmentation=config.augmentation,
         )

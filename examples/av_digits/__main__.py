@@ -1,0 +1,3 @@
+from examples.av_digits.cli import main
+
+main()
