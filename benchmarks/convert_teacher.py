@@ -78,7 +78,7 @@ def main() -> int:
                          time.perf_counter() - t))
         t = time.perf_counter()
         export.write_onnx_int8(out / "float.onnx", tmp / "stock.onnx", calib.inputs, stock=True)
-        rows.append(_row("stock ORT quantize_static defaults", tmp / "stock.onnx", "onnxruntime", val, reference,
+        rows.append(_row("stock ORT quantize_static defaults", tmp / "stock.onnx", "ort-cpu", val, reference,
                          time.perf_counter() - t))
 
     float_tflite = report["artifacts"]["float_tflite"]["size_bytes"]

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from converters import calibration, export, layer_error, metrics
+from converters.gates import check_gates, gate_message, summary_table  # noqa: F401 (summary_table: CLI)
 from converters.sources import SourceModel, load_source
 from edgemm import __version__, cpu_features, edgetpu
 from edgemm.atomic import atomic_path, write_json
@@ -32,7 +33,7 @@ from edgemm.errors import GateError, InputError
 from edgemm.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
 
 REPORT_SCHEMA_VERSION = 1
-TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
+TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "ort-cpu", "ai-edge-litert", "numpy")
 # An int8 ONNX model that agrees less with the float model when run with ONNX Runtime's int8
 # kernels than when its QDQ graph is evaluated in float (fake quantization) by more than this
 # many points has met kernel saturation, not quantization error.
@@ -349,17 +350,17 @@ class _Run:
             with atomic_path(float_path) as tmp:
                 shutil.copyfile(self.source.path, tmp)
         self.record("float_onnx", float_path, "onnx", "float32")
-        self.validate("float_onnx", "onnxruntime", float_path)
+        self.validate("float_onnx", "ort-cpu", float_path)
 
         reduce_range = o.reduce_range == "on"
         excluded: tuple[str, ...] = () if o.keep_float == "auto" else tuple(o.keep_float)
         self.quantize_onnx(float_path, int8_path, reduce_range, excluded)
         entry = self.artifacts["int8_onnx"]
-        fake = entry["fake_quant_agreement"]
-        if fake - entry["agreement"] > SATURATION_POINTS / 100 and not reduce_range:
+        if self.saturated(entry) and not reduce_range:
             why = ("ONNX Runtime's int8 kernels saturate on this CPU: it has no VNNI/dot-product instructions, so "
-                   "u8 x s8 products are summed in 16 bits with saturation "
-                   f"(agreement {entry['agreement']:.2%} with int8 kernels vs {fake:.2%} for the same graph in float)")
+                   "u8 x s8 products are summed in 16 bits with saturation (with int8 kernels: agreement "
+                   f"{entry['agreement']}, SQNR {entry['sqnr_db']} dB; the same graph in float: agreement "
+                   f"{entry['fake_quant_agreement']}, SQNR {entry['fake_quant_sqnr_db']} dB)")
             if o.reduce_range == "auto":
                 self.notes.append(why + "; re-quantized with reduce_range (7-bit weights), which avoids it")
                 self.log("  " + self.notes[-1])
@@ -374,6 +375,13 @@ class _Run:
         if o.keep_float == "auto" and o.max_accuracy_drop is not None:
             self.keep_sensitive_layers_in_float(float_path, int8_path)
 
+    @staticmethod
+    def saturated(entry: dict) -> bool:
+        """The int8 kernels lose clearly more than the same QDQ graph evaluated in float."""
+        if entry.get("agreement") is not None:
+            return entry["fake_quant_agreement"] - entry["agreement"] > SATURATION_POINTS / 100
+        return entry["fake_quant_sqnr_db"] - entry["sqnr_db"] > 6.0
+
     def fp16(self, float_path: Path) -> None:
         """fp16 weights and activations, float32 inputs/outputs (what TensorRT/CUDA run fastest without int8)."""
         import onnx
@@ -386,7 +394,7 @@ class _Run:
             onnx.save(model, str(tmp))
         self.record("fp16_onnx", path, "onnx", "float16")
         try:
-            self.validate("fp16_onnx", "onnxruntime", path)
+            self.validate("fp16_onnx", "ort-cpu", path)
         except InputError as e:
             self.artifacts["fp16_onnx"].update({"accuracy": None, "agreement": None, "max_abs_diff": None,
                                                 "backend": None, "median_invoke_ms": None, "inputs": [], "outputs": []})
@@ -402,8 +410,8 @@ class _Run:
                     quantization={"format": "QDQ", "method": o.method, "per_channel": o.per_channel,
                                   "reduce_range": reduce_range, "weights": "int8 symmetric",
                                   "activations": "int8 asymmetric", "nodes_in_float": list(excluded)})
-        self.validate("int8_onnx", "onnxruntime", int8_path)
-        fake, _ = self.stage("validate", run_isolated, "onnxruntime", int8_path, self.val.inputs, {"optimize": False})
+        self.validate("int8_onnx", "ort-cpu", int8_path)
+        fake, _ = self.stage("validate", run_isolated, "ort-cpu", int8_path, self.val.inputs, {"optimize": False})
         fake_metrics = self.compare(fake)
         self.artifacts["int8_onnx"]["fake_quant_agreement"] = fake_metrics["agreement"]
         self.artifacts["int8_onnx"]["fake_quant_sqnr_db"] = fake_metrics["sqnr_db"]
@@ -411,13 +419,12 @@ class _Run:
     def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, max_nodes: int = 8) -> None:
         """Keeps the worst layers (lowest SQNR) in float, one at a time, until the drop is within budget."""
         budget = self.options.max_accuracy_drop
-        ref_acc = self.source_acc  # the budget is against the model the user gave, as the gate is
         entry = self.artifacts["int8_onnx"]
 
-        def drop() -> float:
-            if ref_acc is None:
-                return 100 * (1 - entry["agreement"])
-            return 100 * (ref_acc - entry["accuracy"])
+        def drop() -> float:  # against the model the user gave, as the gate is
+            if self.source_acc is not None and entry.get("accuracy") is not None:
+                return 100 * (self.source_acc - entry["accuracy"])
+            return self.shortfall(entry)
 
         excluded: list[str] = []
         candidates = [r["node"] for r in entry["layers"]]
@@ -451,12 +458,11 @@ class _Run:
         artifacts = {}
         for key, e in self.artifacts.items():
             artifacts[key] = {k: e[k] for k in ("file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs")}
-            artifacts[key].update({k: e[k] for k in ("quantization", "accuracy", "agreement") if k in e})
+            artifacts[key].update({k: e[k] for k in ("quantization", "accuracy", "agreement", "sqnr_db") if k in e})
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "artifacts": artifacts,
-            "preprocess": None if self.source.spec is None else self.source.spec.to_dict(),
-            "labels": list(self.source.labels),
+            "spec": None if self.source.spec is None else self.source.spec.to_dict(),
             "source": report["source"] | {"inputs": report["source"]["inputs"]},
             "float_accuracy": report["float_accuracy"],
             "target": self.target_entry(),
@@ -464,49 +470,6 @@ class _Run:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_json(self.out / MANIFEST_NAME, manifest)
-
-
-def check_gates(artifacts: dict[str, dict], o: ConvertOptions) -> list[dict]:
-    """Each CI gate that is set, applied to each int8 artifact: limit, measured value, passed."""
-    results = []
-    for key, entry in artifacts.items():
-        if not key.startswith("int8"):
-            continue
-        if o.max_accuracy_drop is not None and entry.get("accuracy_drop_points") is not None:
-            results.append({"gate": "max_accuracy_drop", "artifact": key, "limit": o.max_accuracy_drop,
-                            "value": entry["accuracy_drop_points"],
-                            "passed": entry["accuracy_drop_points"] <= o.max_accuracy_drop})
-        if o.max_size is not None:
-            results.append({"gate": "max_size", "artifact": key, "limit": o.max_size,
-                            "value": entry["size_bytes"], "passed": entry["size_bytes"] <= o.max_size})
-    if o.max_latency_ms is not None:
-        for key, entry in artifacts.items():
-            if key.startswith("int8") and entry.get("median_invoke_ms") is not None:
-                results.append({"gate": "max_latency_ms", "artifact": key, "limit": o.max_latency_ms,
-                                "value": entry["median_invoke_ms"], "passed": entry["median_invoke_ms"] <= o.max_latency_ms})
-    if o.require_edgetpu_mappable:
-        tpu = artifacts.get("int8_tflite", {}).get("edgetpu")
-        results.append({"gate": "require_edgetpu_mappable", "artifact": "int8_tflite", "limit": True,
-                        "value": None if tpu is None else tpu["fully_mappable"],
-                        "passed": bool(tpu and tpu["fully_mappable"])})
-    return results
-
-
-def gate_message(report: dict, out_dir: Path) -> str | None:
-    """One line naming the first failed gate, or None when all passed."""
-    failed = [g for g in report["gates"] if not g["passed"]]
-    if not failed:
-        return None
-    g = failed[0]
-    if g["gate"] == "require_edgetpu_mappable":
-        first = (report["artifacts"].get("int8_tflite", {}).get("edgetpu") or {}).get("first_unmapped")
-        what = "no int8 TFLite was made" if first is None else f"op {first['index']} {first['op']}: {first['reason']}"
-        reason = f"gate require_edgetpu_mappable failed: {what}"
-    else:
-        unit = {"max_accuracy_drop": " points", "max_latency_ms": " ms"}.get(g["gate"], " bytes")
-        reason = f"gate {g['gate']} failed for {g['artifact']}: {g['value']}{unit} exceeds the limit {g['limit']}{unit}"
-    more = f"; {len(failed) - 1} more gate(s) failed" if len(failed) > 1 else ""
-    return f"{reason}{more} (artifacts and {Path(out_dir) / 'report.json'} kept)"
 
 
 def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions(),
@@ -517,26 +480,3 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions
     if message:
         raise GateError(message)
     return report
-
-
-def summary_table(report: dict) -> str:
-    rows = [f"{'artifact':<13} {'size':>9} {'accuracy':>9} {'drop pts':>8} {'agree':>7} {'max|diff|':>9} {'ms':>7}  backend"]
-    for key, e in report["artifacts"].items():
-        acc = "-" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}%"
-        drop = "-" if e.get("accuracy_drop_points") is None else f"{e['accuracy_drop_points']:+.2f}"
-        rows.append(f"{key:<13} {e['size_bytes'] / 1024:>7.1f}KB {acc:>9} {drop:>8} {100 * e['agreement']:>6.2f}% "
-                    f"{e['max_abs_diff']:>9.4f} {e['median_invoke_ms']:>7.3f}  {e['backend']}")
-    if report["float_accuracy"] is not None:
-        rows.append(f"float source accuracy: {100 * report['float_accuracy']:.2f}% on {report['data']['validation']}")
-    for g in report["gates"]:
-        rows.append(f"gate {g['gate']} ({g['artifact']}): {'passed' if g['passed'] else 'FAILED'} "
-                    f"(value {g['value']}, limit {g['limit']})")
-    if report.get("compression"):
-        rows.append("compression stages:")
-        for r in report["compression"]["stages"]:
-            acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
-            rows.append(f"  {r['stage']:<40} {r['parameters']:>9,} params {r['macs'] / 1e6:>7.2f} M MACs "
-                        f"{r['float32_weight_bytes'] / 1024:>8.1f} KB fp32 {acc:>8}")
-    rows += [f"note: {n}" for n in report["notes"]]
-    rows.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in report["stage_seconds"].items()))
-    return "\n".join(rows)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from edgemm import __version__
+from edgemm.backends.registry import NAMES as BACKEND_NAMES
 from edgemm.atomic import check_output_dir
 from edgemm.errors import DependencyError, EdgemmError
 
@@ -80,8 +81,13 @@ def _size(text: str | None) -> int | None:
 @click.option("--max-size", default=None, help="Gate: largest int8 artifact, e.g. 600K or 2M.")
 @click.option("--require-edgetpu-mappable", is_flag=True, help="Gate: every op of the int8 TFLite maps to the Edge TPU.")
 @click.option("--format", "formats", default="tflite,onnx", show_default=True, help="Artifact formats to produce.")
-@click.option("--sidecar", type=click.Path(path_type=Path), default=None,
-              help="JSON with 'preprocess' and 'labels' [default: MODEL.json beside the model, if any].")
+@click.option("--spec", "spec", type=click.Path(path_type=Path), default=None,
+              help="Model spec (YAML/JSON: inputs' sources and transforms, outputs' heads) "
+              "[default: MODEL.yaml, .yml or .json beside the model]; `edgemm spec MODEL` writes a template.")
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=0.90, show_default=True,
+              help="Gate: top-1 (classify) or per-label (multilabel) agreement of every artifact with the float model.")
+@click.option("--min-sqnr", "min_sqnr", type=float, default=20.0, show_default=True,
+              help="Gate: SQNR in dB of every raw/state output of every artifact against the float model.")
 @click.option("--prune", type=click.FloatRange(0.0, 0.95), default=None,
               help="Structured pruning: remove this fraction of the channels of every prunable layer, then fine-tune.")
 @click.option("--distill", is_flag=True, help="Train the pruned model / --student on MODEL's softened outputs.")
@@ -95,7 +101,7 @@ def _size(text: str | None) -> int | None:
               help="Device profile (firmware_configs/NAME.yaml): the artifacts the board needs, its budgets as gates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
 def convert(model, out, calib, val, train, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
-            max_accuracy_drop, max_size, require_edgetpu_mappable, formats, sidecar, prune, distill, student, epochs,
+            max_accuracy_drop, max_size, require_edgetpu_mappable, formats, spec, min_agreement, min_sqnr, prune, distill, student, epochs,
             temperature, alpha, target, as_json) -> None:
     """Quantize MODEL (.keras or .onnx) to int8 TFLite and int8 ONNX, validate, and apply CI gates.
 
@@ -121,7 +127,8 @@ def convert(model, out, calib, val, train, calib_samples, method, per_channel, t
     options = ConvertOptions(
         calib=calib, val=val, train=train, calib_samples=calib_samples, method=method, per_channel=per_channel,
         tflite_weights=tflite_weights, reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
-        require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, sidecar=sidecar,
+        require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, spec=spec,
+        min_agreement=min_agreement, min_sqnr_db=min_sqnr,
         prune=prune or None, distill=distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
     )
     if student is not None and not distill:
@@ -183,8 +190,10 @@ def summary_lines(summary: dict) -> list[str]:
               help="Camera: index, /dev/videoN, video file, http(s)/rtsp URL, csi://N or a GStreamer pipeline [flag alone: 0].")
 @click.option("--mic", default=None, is_flag=False, flag_value="default",
               help="Microphone: 'default', a PortAudio device index or name, or a WAV file [flag alone: default].")
-@click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "litert", "edgetpu", "ort-cpu", "ort-cuda", "ort-tensorrt"]))
+@click.option("--source", "sources", multiple=True, metavar="NAME=SRC",
+              help="Bind one model input to a camera or microphone (a second camera, a second mic); repeatable. "
+              "--camera/--mic bind every camera/mic input not named here.")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", *BACKEND_NAMES]))
 @click.option("--artifact", default=None, help="Manifest artifact to run, e.g. int8_tflite [default: per backend].")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for the backend.")
 @click.option("--duration", type=click.FloatRange(min=0.0, min_open=True), default=None, help="Stop after S seconds.")
@@ -192,8 +201,13 @@ def summary_lines(summary: dict) -> list[str]:
               help="Inferences per second at most (every new frame, capped).")
 @click.option("--smoothing", type=click.FloatRange(0.01, 1.0), default=0.5, show_default=True,
               help="Weight of the newest output in the moving average (1 = none).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Smoothed probability a classify decision needs before it is announced.")
+@click.option("--hop", type=click.FloatRange(min=0.001), default=None,
+              help="Audio-only models: seconds of new audio between inferences [default: min(window, 0.25 s)].")
 @click.option("--stats", type=click.Path(path_type=Path), default=None, help="Append one JSON line per inference here.")
+@click.option("--outputs", "outputs", type=click.Path(path_type=Path), default=None,
+              help="Append every output tensor of every inference here, one JSON line each (raw heads, embeddings).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--unpaced", is_flag=True, help="File sources only: as fast as possible, in media time.")
@@ -203,9 +217,13 @@ def summary_lines(summary: dict) -> list[str]:
 @click.option("--profile", "profile_name", default=None,
               help="Device profile (firmware_configs/NAME.yaml): its backend chain, threads, camera, microphone.")
 @click.option("--json", "as_json", is_flag=True, help="Decisions and the summary as JSON lines.")
-def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, smoothing, threshold, stats,
-        metrics_port, metrics_host, unpaced, every, on_error, profile_name, as_json) -> None:
-    """Capture camera + microphone, align them in time, run fused inference and print decisions."""
+def run(model_dir, camera, mic, sources, backend, artifact, threads, duration, max_rate, smoothing, threshold, hop,
+        stats, outputs, metrics_port, metrics_host, unpaced, every, on_error, profile_name, as_json) -> None:
+    """Feed the model from its spec (cameras, microphones, state, constants), run it, print what each output says.
+
+    A model with a camera input runs on every new frame (capped by --rate), pairing it with the audio window
+    that ends at the frame's capture time; an audio-only model runs every --hop seconds of new audio.
+    """
     import time as _time
 
     from edgemm.manifest import load_manifest
@@ -219,10 +237,17 @@ def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, 
         profile = load_profile(profile_name)
         camera = profile.camera.uri if camera is None else camera
         mic = profile.microphone.device if mic is None else mic
+    bound = {}
+    for item in sources:
+        name, sep, src = item.partition("=")
+        if not sep or not name or not src:
+            raise click.BadParameter(f"{item!r} is not NAME=SRC", param_hint="--source")
+        bound[name] = src
     manifest = load_manifest(model_dir)
     summary = session.run_session(
-        manifest, profile=profile, on_error=on_error, camera=camera, mic=mic, backend=backend, artifact=artifact, threads=threads, duration=duration,
-        max_rate=max_rate, smoothing=smoothing, threshold=threshold, stats=stats, metrics_port=metrics_port,
+        manifest, profile=profile, on_error=on_error, camera=camera, mic=mic, sources=bound, backend=backend,
+        artifact=artifact, threads=threads, duration=duration, max_rate=max_rate, hop=hop, smoothing=smoothing,
+        threshold=threshold, stats=stats, outputs=outputs, metrics_port=metrics_port,
         metrics_host=metrics_host, unpaced=unpaced, every=every, as_json=as_json, started=started,
         emit=lambda line: click.echo(line), note=lambda line: click.echo(line, err=True))
     if as_json:
@@ -230,6 +255,16 @@ def run(model_dir, camera, mic, backend, artifact, threads, duration, max_rate, 
     else:
         for line in summary_lines(summary):
             click.echo(line)
+
+
+@main.command("spec")
+@click.argument("model", type=click.Path(path_type=Path))
+def spec_template(model: Path) -> None:
+    """Print a model spec template for MODEL (.onnx, .tflite, .keras): every input and output with its shape and
+    dtype, and a guessed source, layout and front-end to check and edit (save it as MODEL.yaml)."""
+    from edgemm.spec_template import template
+
+    click.echo(template(model), nl=False)
 
 
 def _int_list(text: str) -> tuple[int, ...]:

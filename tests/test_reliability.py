@@ -124,13 +124,13 @@ def test_random_model_files_never_crash_the_caller(tmp_path, suffix, head, recor
         path = tmp_path / f"m{i}{suffix}"
         path.write_bytes(head + rng.bytes(int(rng.integers(16, 4000))))
         with pytest.raises(InputError):
-            run_isolated("litert" if suffix == ".tflite" else "onnxruntime", path, {"x": np.zeros((1, 4), np.float32)})
+            run_isolated("litert" if suffix == ".tflite" else "ort-cpu", path, {"x": np.zeros((1, 4), np.float32)})
 
 
 MUTATED_LOAD = r"""
 import sys
 import numpy as np
-from edgemm.backends import open_backend
+from edgemm.backends.registry import open_backend
 from edgemm.errors import EdgemmError
 for path in sys.argv[2:]:
     try:
@@ -143,7 +143,7 @@ for path in sys.argv[2:]:
 
 
 @pytest.mark.convert
-@pytest.mark.parametrize("artifact,kind", [("int8.tflite", "litert"), ("int8.onnx", "onnxruntime")])
+@pytest.mark.parametrize("artifact,kind", [("int8.tflite", "litert"), ("int8.onnx", "ort-cpu")])
 def test_mutated_real_models_load_or_are_refused_in_process(converted_teacher, tmp_path, artifact, kind, record_property):
     """Real converted models with bytes flipped in their structure (the flatbuffer/protobuf header and tail),
     loaded by edgemm's backends in-process as `edgemm run` does: each one runs or is refused with an

@@ -98,7 +98,7 @@ def _describe(job: dict) -> None:
     Path(job["info"]).write_text(json.dumps(described))
 
 
-def _feeds(backend, inputs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+def sample_feeds(backend, inputs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     """Sample i of every input, with a batch axis of 1 where the model has one (same rank as the stacked array)."""
     ranks = {t.name: len(t.shape) for t in backend.inputs}
     return {name: array[i : i + 1] if ranks.get(name) == array.ndim else array[i] for name, array in inputs.items()}
@@ -124,7 +124,7 @@ def _main(job_path: str) -> int:
         results: dict[str, list] = {}
         times = []
         for i in range(count):
-            feeds = _feeds(backend, inputs, i)
+            feeds = sample_feeds(backend, inputs, i)
             start = time.perf_counter()
             out = backend.run(feeds)
             times.append(time.perf_counter() - start)

@@ -29,11 +29,11 @@ from typing import Callable
 import numpy as np
 
 from edgemm import cpu_features
+from edgemm.backends import registry
 from edgemm.errors import InputError
 from edgemm.manifest import check_inputs, load_manifest
 
 SCHEMA_VERSION = 1
-FORMAT_BACKENDS = {"tflite": ("litert",), "onnx": ("ort-cpu", "ort-cuda", "ort-tensorrt")}
 LIBRARIES = ("numpy", "ai-edge-litert", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless", "edgemm")
 
 
@@ -95,6 +95,39 @@ def _sample_inputs(manifest, val_inputs: dict[str, np.ndarray] | None) -> dict[s
     return sample
 
 
+def _accuracy(manifest, art, path: Path, val_inputs: dict, labels: np.ndarray) -> float | None:
+    """Top-1 accuracy of the first classify head (the spec's; a model without a spec: its only output)."""
+    from edgemm.backends.isolated import run_isolated
+
+    outputs, info = run_isolated("litert" if art.format == "tflite" else "ort-cpu", path, val_inputs)
+    check_inputs(art.inputs, info["inputs"], path)
+    heads = manifest.spec.outputs if manifest.spec is not None else {}
+    name = next((n for n, o in heads.items() if o.head == "classify"), None)
+    if name is None and len(outputs) == 1 and not heads:
+        name = next(iter(outputs))
+    if name is None or name not in outputs:
+        return None
+    return round(float(np.mean(outputs[name].reshape(len(labels), -1).argmax(1) == labels)), 4)
+
+
+def _pipeline(manifest, name: str, media: tuple[Path, Path], backends: tuple[str, ...], log) -> list[dict]:
+    """The edgemm run loop over recorded media (unpaced), once per CPU runtime asked for: per-stage timings."""
+    from edgemm.runtime import session
+
+    if manifest.spec is None:
+        log(f"pipeline: skipped for {name} (its manifest has no model spec)")
+        return []
+    video, wav = media
+    rows = []
+    for backend in [b for b in ("litert", "ort-cpu") if b in backends]:
+        log(f"pipeline: edgemm run on {video.name} + {wav.name}, unpaced, {name}, {backend}")
+        summary = session.run_session(manifest, camera=str(video), mic=str(wav), backend=backend, unpaced=True,
+                                      emit=lambda s: None, note=lambda s: None)
+        rows.append({"model": name, "backend": summary["backend"], "media": [str(video), str(wav)],
+                     "summary": summary})
+    return rows
+
+
 def _run_worker(job: dict, timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgemm-bench-") as tmp:
         job = dict(job, result=str(Path(tmp) / "result.json"))
@@ -112,8 +145,6 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
               runs: int = 200, warmup: int = 20, duration: float = 2.0, artifacts: tuple[str, ...] | None = None,
               val: Path | None = None, pipeline_media: tuple[Path, Path] | None = None,
               baseline: str | None = None, log: Callable[[str], None] = print) -> dict:
-    from edgemm.backends.isolated import run_isolated
-
     results, pipeline = [], []
     for model_dir in model_dirs:
         manifest = load_manifest(model_dir)
@@ -132,25 +163,17 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                 accuracy = None
                 if labels is not None:
                     log(f"accuracy of {name}/{key} on {len(labels)} samples of {Path(val).name}")
-                    kind = "litert" if art.format == "tflite" else "onnxruntime"
-                    outputs, info = run_isolated(kind, path, val_inputs)
-                    check_inputs(art.inputs, info["inputs"], path)
-                    accuracy = round(float(np.mean(next(iter(outputs.values())).reshape(len(labels), -1).argmax(1)
-                                                   == labels)), 4)
-                for backend in FORMAT_BACKENDS[art.format]:
+                    accuracy = _accuracy(manifest, art, path, val_inputs, labels)
+                for backend in registry.for_format(art.format):
                     if backend not in backends:
                         continue
                     for n in threads:
                         config_id = f"{name}/{key}/{backend}/t{n}"
                         log(f"benchmarking {config_id}: {warmup} warm-up, {runs} runs, {duration:g} s throughput")
                         options = {}
-                        if backend == "ort-cuda":
-                            options = {"providers": ["CUDAExecutionProvider"]}
-                        elif backend == "ort-tensorrt":
-                            options = {"providers": [["TensorrtExecutionProvider", {
-                                "trt_int8_enable": art.precision in ("int8", "mixed"), "trt_fp16_enable": True,
-                                "trt_engine_cache_enable": True,
-                                "trt_engine_cache_path": str(Path(model_dir) / "trt_cache")}]]}
+                        if backend == "ort-tensorrt":
+                            options = {"provider_options": registry.tensorrt_options(
+                                art.precision, Path(model_dir) / "trt_cache")}
                         measured = _run_worker({"backend": backend, "path": str(path), "threads": n, "options": options,
                                                 "inputs": str(inputs_path), "runs": runs, "warmup": warmup,
                                                 "duration": duration}, timeout=600 + duration)
@@ -161,15 +184,8 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                         results.append({"id": config_id, "model": name, "artifact": key, "format": art.format,
                                         "precision": art.precision, "size_bytes": art.size_bytes, "sha256": art.sha256,
                                         "backend": backend, "threads": n, "accuracy": accuracy, **measured})
-        if pipeline_media is not None and manifest.preprocess is not None:
-            from edgemm.runtime import session
-
-            video, wav = pipeline_media
-            log(f"pipeline: edgemm run on {video.name} + {wav.name}, unpaced, {name}")
-            summary = session.run_session(manifest, camera=str(video), mic=str(wav), backend="litert", unpaced=True,
-                                          emit=lambda s: None, note=lambda s: None)
-            pipeline.append({"model": name, "backend": summary["backend"], "media": [str(video), str(wav)],
-                             "summary": summary})
+        if pipeline_media is not None:
+            pipeline += _pipeline(manifest, name, pipeline_media, backends, log)
     ok = [r for r in results if "latency_ms" in r]
     if not ok:
         first = next((r["error"] for r in results if "error" in r), "nothing matched --artifact/--backend")

@@ -15,6 +15,7 @@ import numpy as np
 
 
 def measure(job: dict) -> dict:
+    from edgemm.backends.isolated import sample_feeds
     from edgemm.backends.registry import open_backend
     from edgemm.runtime.stats import describe, peak_rss_mb
 
@@ -24,7 +25,7 @@ def measure(job: dict) -> dict:
     backend = open_backend(job["backend"], job["path"], threads, **(job.get("options") or {}))
     init_ms = (time.perf_counter() - t0) * 1e3
     with np.load(job["inputs"]) as data:
-        feeds = {k: data[k] for k in data.files}
+        feeds = sample_feeds(backend, {k: data[k] for k in data.files}, 0)
     t0 = time.perf_counter()
     backend.run(feeds)
     first_ms = (time.perf_counter() - t0) * 1e3

@@ -91,7 +91,7 @@ class ImageSpec:
         height: model input height.
         width: model input width.
         crop: "center" crops the largest centred square first, "none" squeezes the frame.
-        invert: map dark ink on light paper to the bright-on-dark digits MNIST models expect.
+        invert: map dark ink on light paper to the bright-on-dark strokes a model was trained on.
         mean: subtracted after scaling pixels to [0, 1] (and inverting).
         std: the centred pixels are divided by it.
     """
