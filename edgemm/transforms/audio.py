@@ -286,7 +286,7 @@ class IncrementalFeatures:
         lo, hi = int(seg[idx[0]]), int(seg[idx[-1]]) + self.transform.win
         samples = _padded_read(ring, start, end, lo, hi, self.transform.pad_mode)
         rows[idx] = self.transform._log_mel_rows(samples, idx.size)
-        self.computed += idx.size
+        self.computed += int(idx.size)
 
     def _interior_rows(self, ring: Any, seg: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
         win = self.transform.win
@@ -295,7 +295,7 @@ class IncrementalFeatures:
         if missing:
             lo, hi = int(seg[first]), int(seg[last]) + win
             rows[first : last + 1] = self.transform._log_mel_rows(ring.read(lo, hi), last - first + 1)
-            self.computed += last - first + 1
+            self.computed += int(last - first + 1)
         # Samples not yet written read as zeros: rows made of them are used once but not kept.
         written = getattr(ring, "total", None)
         kept = {}  # only this window's rows: older ones, or ones on another hop grid, are dropped
