@@ -13,7 +13,7 @@ def head_gates(artifacts: dict[str, dict], o) -> list[dict]:
             gate, limit, value = (("min_agreement", o.min_agreement, h["agreement"]) if "agreement" in h
                                   else ("min_sqnr_db", o.min_sqnr_db, h["sqnr_db"]))
             results.append({"gate": gate, "artifact": f"{key}/{name}", "limit": limit, "value": value,
-                            "passed": value >= limit})
+                            "passed": bool(value >= limit)})
     return results
 
 

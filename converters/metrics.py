@@ -28,12 +28,15 @@ class Gates:
     min_sqnr_db: float = DEFAULT_MIN_SQNR_DB
 
 
+MAX_SQNR_DB = 200.0  # identical outputs: reported as this, not as infinity (JSON has no infinity)
+
+
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     signal = float(np.sum(np.square(reference, dtype=np.float64)))
     noise = float(np.sum(np.square(reference.astype(np.float64) - test)))
-    if noise == 0.0:
-        return float("inf")
-    return 10.0 * np.log10(max(signal, 1e-30) / noise)
+    if noise <= signal * 10 ** (-MAX_SQNR_DB / 10):
+        return MAX_SQNR_DB
+    return float(10.0 * np.log10(max(signal, 1e-30) / noise))
 
 
 def cosine(reference: np.ndarray, test: np.ndarray) -> float:

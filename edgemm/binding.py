@@ -21,13 +21,20 @@ class Tensor:
     name: str
     shape: tuple[int, ...]  # -1 where dynamic
     dtype: str
+    scale: float = 0.0  # quantized input: the backend takes float32 and quantizes it with this scale
 
     @classmethod
     def of(cls, info) -> "Tensor":
         """From a backend TensorInfo or a manifest/isolated-run dict."""
         if isinstance(info, dict):
-            return cls(str(info["name"]), tuple(int(d) for d in info["shape"]), str(info["dtype"]))
-        return cls(info.name, tuple(info.shape), info.dtype)
+            return cls(str(info["name"]), tuple(int(d) for d in info["shape"]), str(info["dtype"]),
+                       float(info.get("scale") or 0.0))
+        return cls(info.name, tuple(info.shape), info.dtype, float(info.scale))
+
+    @property
+    def feed_dtype(self) -> str:
+        """What edgemm feeds: float32 for quantized inputs (the backend quantizes), else the model's type."""
+        return "float32" if self.scale else self.dtype
 
 
 def _dims(shape) -> str:
@@ -39,18 +46,19 @@ class BoundInput:
     spec: CameraInput | MicInput | StateInput | ConstantInput
     tensor: Tensor
     shape: tuple[int, ...]  # what is fed: the model's shape with dynamic dims settled (batch 1)
-    batch_axis: bool  # the model has a leading batch axis the transform does not produce
+    batch_axis: bool  # the model has a leading batch axis (sensors: one the transform does not produce;
+    # state/constant: a dynamic first axis), left out of calibration samples
 
     @property
     def name(self) -> str:
         return self.tensor.name
 
     def zeros(self) -> np.ndarray:
-        return np.zeros(self.shape, _numpy_dtype(self.tensor.dtype))
+        return np.zeros(self.shape, _numpy_dtype(self.tensor.feed_dtype))
 
     def constant(self) -> np.ndarray:
         value = np.asarray(self.spec.value, np.float64)
-        return np.array(np.broadcast_to(value, self.shape), dtype=_numpy_dtype(self.tensor.dtype))
+        return np.array(np.broadcast_to(value, self.shape), dtype=_numpy_dtype(self.tensor.feed_dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +124,7 @@ def _bind_input(item, tensor: Tensor, outputs: dict[str, Tensor]) -> BoundInput:
     if isinstance(item, (CameraInput, MicInput)):
         return _bind_sensor(item, tensor)
     shape = _settle(tensor.shape)
+    batch = len(shape) > 0 and tensor.shape[0] < 0  # a dynamic first axis is the batch axis
     if isinstance(item, StateInput):
         out = outputs.get(item.from_output)
         if out is None:
@@ -124,14 +133,14 @@ def _bind_input(item, tensor: Tensor, outputs: dict[str, Tensor]) -> BoundInput:
         if math.prod(_settle(out.shape)) != math.prod(shape):
             raise InputError(f"{tensor.name}: state input is {_dims(tensor.shape)} but output {out.name} is "
                              f"{_dims(out.shape)}")
-        return BoundInput(item, tensor, shape, False)
+        return BoundInput(item, tensor, shape, batch)
     value = np.asarray(item.value, np.float64)
     try:
         np.broadcast_to(value, shape)
     except ValueError:
         raise InputError(f"{tensor.name}: constant of shape {_dims(value.shape)} does not fit the model's "
                          f"{_dims(tensor.shape)}") from None
-    return BoundInput(item, tensor, shape, False)
+    return BoundInput(item, tensor, shape, batch)
 
 
 def _default_outputs(spec: ModelSpec, outputs: list[Tensor]) -> dict[str, OutputSpec]:

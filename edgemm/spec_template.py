@@ -77,9 +77,11 @@ def _audio(t: Tensor) -> dict | None:
         sized, key=lambda i: core[i]))
     time_axis = b if mel_axis == a else a
     axes[mel_axis], axes[time_axis] = "mels", "time"
-    frames = max(core[time_axis], 2)
+    frames, bins = max(core[time_axis], 2), max(core[mel_axis], 1)
+    mfcc = bins in (13, 20) or "mfcc" in t.name.lower()  # the usual MFCC counts; mel bands are 32 and up
     guess = AudioTransform(sample_rate=RATE, window=(frames - 1) * HOP / RATE, n_fft=512, win_length=400,
-                           hop_length=HOP, n_mels=max(core[mel_axis], 1), fmax=RATE / 2, axes=tuple(axes))
+                           hop_length=HOP, features="mfcc" if mfcc else "logmel", n_mels=max(bins, 40) if mfcc else bins,
+                           n_mfcc=bins, fmax=RATE / 2, axes=tuple(axes))
     return {"source": "mic", **_plain(guess)}
 
 

@@ -42,12 +42,12 @@ MODELS = {z.name: z for z in (
                                     "resize": "center-crop", "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
                                     "std": [0.229, 0.224, 0.225]},
                    "input_features": _logmel(center=True, mel_scale="slaney", mel_norm="slaney", log="db",
-                                             top_db=80.0, axes=["channel", "mels", "time"])},
-        "outputs": {"logits": {"head": "classify", "activation": "softmax", "labels": ["low", "mid", "high"]}}}),
+                                             top_db=80.0, mean=-30.0, std=11.0, axes=["channel", "mels", "time"])},
+        "outputs": {"logits": {"head": "classify", "activation": "none", "labels": ["low", "mid", "high"]}}}),
     Zoo("gray_two_heads", {  # NHWC gray, image only; a class and an embedding
         "inputs": {"image": {"source": "camera", "layout": "NHWC", "color": "gray", "size": [24, 24],
                              "resize": "stretch", "scale": 1 / 255}},
-        "outputs": {"label": {"head": "classify", "activation": "softmax"}, "embedding": {"head": "raw"}}}),
+        "outputs": {"label": {"head": "classify", "activation": "none"}, "embedding": {"head": "raw"}}}),
     Zoo("bgr_raw", {  # Caffe-style BGR 0..255 minus a per-channel mean, letterboxed; a raw (detector-like) output
         "inputs": {"data": {"source": "camera", "layout": "NHWC", "color": "bgr", "size": [32, 48],
                             "resize": "letterbox", "scale": 1.0, "mean": [104.0, 117.0, 123.0], "std": [58.0]}},
@@ -55,18 +55,20 @@ MODELS = {z.name: z for z in (
     Zoo("waveform", {  # raw waveform, audio only
         "inputs": {"wave": {"source": "mic", "sample_rate": 8000, "window": 0.5, "features": "waveform",
                             "axes": ["time"]}},
-        "outputs": {"class": {"head": "classify", "activation": "softmax"}}}),
+        "outputs": {"class": {"head": "classify", "activation": "none"}}}),
     Zoo("mfcc_multilabel", {  # MFCC, audio only, multilabel head
-        "inputs": {"mfcc": {**_logmel(center=True), "features": "mfcc", "n_mfcc": 13, "axes": ["mels", "time"]}},
-        "outputs": {"tags": {"head": "multilabel", "activation": "sigmoid", "labels": ["low", "mid", "high"],
+        "inputs": {"mfcc": {**_logmel(center=True), "features": "mfcc", "n_mfcc": 13, "mean": -16.0,
+                            "std": 47.0, "axes": ["mels", "time"]}},
+        "outputs": {"tags": {"head": "multilabel", "activation": "none", "labels": ["low", "mid", "high"],
                              "threshold": 0.5}}}),
     Zoo("stateful", {  # camera + mic + recurrent state + constant; TensorFlow-convention HTK log-mel, natural log
         "inputs": {"image": {"source": "camera", "layout": "NHWC", "color": "rgb", "size": [16, 16]},
                    "audio": _logmel(convention="tensorflow", center=False, mel_scale="htk", mel_norm="none",
-                                    log="ln", top_db=None, n_mels=24, axes=["time", "mels", "channel"]),
+                                    log="ln", top_db=None, n_mels=24, mean=-1.2, std=2.6,
+                                    axes=["time", "mels", "channel"]),
                    "state": {"source": "state", "from": "state_out"},
                    "gain": {"source": "constant", "value": [0.5]}},
-        "outputs": {"class": {"head": "classify", "activation": "softmax"}, "state_out": {"head": "state"}}}),
+        "outputs": {"class": {"head": "classify", "activation": "none"}, "state_out": {"head": "state"}}}),
 )}
 
 
@@ -105,8 +107,8 @@ def samples(zoo: Zoo, n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndar
                 arrays[name].append(t.features_of(tone_of(int(label), t.window, t.sample_rate, rng)[: t.window_samples]))
     out = {k: np.stack(v).astype(np.float32) for k, v in arrays.items() if v}
     for name, item in spec.inputs.items():
-        if isinstance(item, StateInput):
-            out[name] = np.zeros((n, 8), np.float32)
+        if isinstance(item, StateInput):  # states the model meets when its tanh state output is fed back
+            out[name] = rng.uniform(-1.0, 1.0, size=(n, 8)).astype(np.float32)
         elif isinstance(item, ConstantInput):
             out[name] = np.broadcast_to(np.asarray(item.value, np.float32), (n, 1)).copy()
     return out, labels
@@ -149,8 +151,7 @@ def _branch(item, tensor):
         x = layers.Conv1D(8, 32, strides=8, activation="relu")(x)
         x = layers.Conv1D(16, 8, strides=4, activation="relu")(x)
         return layers.GlobalAveragePooling1D()(x)
-    x = layers.Flatten()(tensor)
-    return layers.Dense(24, activation="relu")(keras.layers.BatchNormalization()(x))
+    return layers.Dense(24, activation="relu")(layers.Flatten()(tensor))  # the spec normalises (mean, std)
 
 
 def build(zoo: Zoo):

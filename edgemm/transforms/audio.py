@@ -109,7 +109,7 @@ class AudioTransform:
         require(self.log != "db" or self.power in (1.0, 2.0), "log db needs power 1.0 or 2.0")
         require(self.ref > 0 and self.amin > 0 and self.log_offset > 0, "ref, amin and log_offset must be positive")
         require(self.top_db is None or self.top_db >= 0, "top_db must be >= 0 or null")
-        require(0 < self.n_mfcc <= self.n_mels, "n_mfcc must be in (0, n_mels]")
+        require(self.features != "mfcc" or 0 < self.n_mfcc <= self.n_mels, "n_mfcc must be in (0, n_mels]")
 
     def _check_output(self) -> None:
         base = self._base_axes
