@@ -109,8 +109,8 @@ def _bind_sensor(item, tensor: Tensor) -> BoundInput:
     batch = len(shape) == len(want) + 1
     core = shape[1:] if batch else shape
     fits = len(core) == len(want) and all(m < 0 or m == w for m, w in zip(core, want))
-    if batch and shape[0] not in (-1, 1):
-        fits = False
+    if batch and shape[0] not in (-1, 1) or not batch and shape and shape[0] < 0:
+        fits = False  # a batch axis of 1 (or dynamic) beside the transform's shape, never a dynamic data axis
     if not fits:
         raise InputError(f"{tensor.name}: spec gives {_dims(want)} ({what}), model wants {_dims(shape)}")
     return BoundInput(item, tensor, ((1,) if batch else ()) + want, batch)

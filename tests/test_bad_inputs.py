@@ -41,6 +41,9 @@ def bad(tmp_path_factory, converted_teacher, demo_media):
     np.savez(root / "wrong_name.npz", y=np.zeros((10, 4), np.float32))
     np.savez(root / "tiny_calib.npz", x=np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
     (root / "student.yaml").write_text("architecture: narrow\n")
+    (root / "spec_shape.yaml").write_text("inputs: {x: {source: camera, size: [4, 4], color: gray, layout: NHW}}\n")
+    (root / "spec_key.yaml").write_text("inputs: {x: {source: mic, n_mel: 40}}\n")
+    (root / "spec_bomb.yaml").write_text("a: &a [1, 1]\nb: &b [*a, *a]\nc: &c [*b, *b]\ninputs: *c\n")
     (root / "no_manifest").mkdir()
     (root / "bad_json").mkdir()
     (root / "bad_json" / "manifest.json").write_text("{not json")
@@ -95,6 +98,13 @@ MATRIX = [
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/wrong_name.npz"], 3, "do not match the model inputs"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/nope.npz"], 3, "no such calibration file"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o"], 3, "give --calib"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--spec", "{root}/spec_shape.yaml"], 3,
+     "x: spec gives 4x4 (NHW gray), model wants ?x4"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--spec", "{root}/spec_key.yaml"], 3, "unknown key(s) n_mel"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--spec", "{root}/spec_bomb.yaml"], 3, "unknown key(s) a, b, c"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--spec", "{root}/nope.yaml"], 3, "no such spec file"),
+    (["spec", "{root}/nope.onnx"], 3, "no such model file"),
+    (["spec", "{root}/random.onnx"], 3, "ONNX Runtime cannot load"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz", "--val", "{root}/shape.npz"],
      3, "the model wants (4,)"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz", "--prune", "0.5",
@@ -122,7 +132,10 @@ MATRIX = [
     (["run", "--model", M, *CAM, "--mic", "default"], 3, "audio input"),  # no sound server, no sound card
     (["run", "--model", M, "--backend", "ort-cuda", *CAM, *MIC], 5, "lacks CUDAExecutionProvider"),
     (["run", "--model", M, "--profile", "toaster", *CAM, *MIC], 3, "unknown device profile"),
-    (["run", "--model", M], 3, "give --camera and/or --mic"),
+    (["run", "--model", M], 3, "reads the mic: add --mic SRC"),
+    (["run", "--model", M, *CAM, *MIC, "--source", "radar={root}/video.avi"], 3, "not a camera or mic input"),
+    (["run", "--model", M, *CAM, *MIC, "--source", "image"], 2, "is not NAME=SRC"),
+    (["run", "--model", M, *CAM, *MIC, "--outputs", "{root}"], 3, "--outputs"),
     (["run", "--model", M, *CAM, *MIC, "--stats", "{root}"], 3, "is a directory"),
     (["run", "--model", M, *CAM, *MIC, "--stats", "{root}/stats.jsonl/s.jsonl"], 3, "is not a directory"),
     (["run", "--model", M, *CAM, "--mic", "{root}/stereo8k.wav", "--unpaced", "--duration", "1"], 0, None),
