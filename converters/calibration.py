@@ -8,12 +8,12 @@ calibrates and the rest (never seen by calibration) validates.
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from edgemm.errors import InputError
+from edgemm.samples import read_npz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,17 +52,7 @@ def check_samples(samples: Samples, expected: dict[str, tuple[int, ...]], where:
 
 
 def load_npz(path: Path) -> Samples:
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such calibration file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npz of arrays ({e})") from None
-    labels = arrays.pop("label", None)
-    if labels is not None:
-        labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    arrays, labels = read_npz(path, "calibration")
     return Samples(arrays, labels, str(path))
 
 

@@ -17,8 +17,8 @@ def head_gates(artifacts: dict[str, dict], o) -> list[dict]:
     return results
 
 
-def check_gates(artifacts: dict[str, dict], o: ConvertOptions) -> list[dict]:
-    """Each CI gate that is set, applied to each int8 artifact (and the head gates to every artifact and
+def check_gates(artifacts: dict[str, dict], o) -> list[dict]:
+    """Each CI gate set in `o` (ConvertOptions), applied to each int8 artifact (and the head gates to every artifact and
     head): limit, measured value, passed."""
     results = head_gates(artifacts, o)
     for key, entry in artifacts.items():

@@ -17,7 +17,7 @@ from edgemm.atomic import check_output_dir
 from edgemm.errors import DependencyError, EdgemmError
 
 
-class _Group(click.Group):
+class EdgemmGroup(click.Group):
     """Maps edgemm's own errors to a one-line message and a documented exit code."""
 
     def invoke(self, ctx: click.Context):
@@ -37,7 +37,7 @@ def _converters() -> None:
         raise DependencyError(f"this command needs the converter extra ({e.name} missing): pip install 'edgemm[convert]'")
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EdgemmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgemm")
 def main() -> None:
     """edgemm: convert, run and benchmark camera + microphone models on edge devices."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,29 @@ def test_heads_activation_smoothing_and_multilabel():
     first = m.update(np.array([0.9, 0.7, 0.1]))
     assert first.changed and [label for label, _ in first.labels] == ["speech", "music"]
     assert not m.update(np.array([0.8, 0.6, 0.2])).changed
+
+
+def test_product_code_knows_no_particular_task():
+    """AV-digits is an example: no name of it in the product packages."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"av.?digits|mnist|fsdd|spoken|digit", re.IGNORECASE)
+    hits = [f"{p.relative_to(root)}:{i}" for package in ("edgemm", "converters") for p in (root / package).rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, hits
+
+
+def test_head_gates_fail_a_meaningless_conversion():
+    from converters.gates import check_gates, gate_message
+    from converters.convert import ConvertOptions
+
+    artifacts = {"int8_onnx": {"size_bytes": 10, "heads": {"boxes": {"head": "classify", "agreement": 0.07},
+                                                           "embedding": {"head": "raw", "sqnr_db": 31.0}}}}
+    gates = check_gates(artifacts, ConvertOptions())
+    assert [(g["artifact"], g["passed"]) for g in gates] == [("int8_onnx/boxes", False), ("int8_onnx/embedding", True)]
+    message = gate_message({"gates": gates, "artifacts": artifacts}, Path("out"))
+    assert "0.07 is below the limit 0.9" in message and "--min-agreement" in message
+    lowered = check_gates(artifacts, ConvertOptions(min_agreement=0.05, min_sqnr_db=35.0))
+    assert [g["passed"] for g in lowered] == [True, False]

@@ -21,7 +21,6 @@ from edgemm.runtime.ring import AudioRing
 from edgemm.transforms import v1
 from edgemm.transforms.audio import AudioTransform, IncrementalFeatures, dct_matrix, mel_filterbank, tf_mel_filterbank
 from edgemm.transforms.image import FrameStack, ImageTransform
-from edgemm.transforms.signal import resample, to_float_audio
 from edgemm.transforms.v1 import audio_from_v1, image_from_v1
 
 RATE = 16000

@@ -135,7 +135,6 @@ def write_media(directory: Path, seconds_per_class: float = 1.0) -> tuple[Path, 
 # --- models ---------------------------------------------------------------------------------------------
 
 def _branch(item, tensor):
-    import keras
     from keras import layers
 
     t = item.transform

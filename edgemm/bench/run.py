@@ -31,6 +31,7 @@ import numpy as np
 from edgemm import cpu_features
 from edgemm.backends import registry
 from edgemm.errors import InputError
+from edgemm.samples import read_npz
 from edgemm.manifest import check_inputs, load_manifest
 
 SCHEMA_VERSION = 1
@@ -56,17 +57,7 @@ def environment() -> dict:
 
 def load_val(path: Path, input_names: set[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """A validation .npz: one array per model input (first axis = samples) and an optional 'label'."""
-    import zipfile
-
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such validation file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npz of arrays ({e})") from None
-    labels = arrays.pop("label", None)
+    arrays, labels = read_npz(path, "validation")
     if set(arrays) != input_names:
         raise InputError(f"{path}: arrays {sorted(arrays)} do not match the model inputs {sorted(input_names)}")
     counts = {len(a) for a in arrays.values()} | ({len(labels)} if labels is not None else set())
@@ -74,7 +65,7 @@ def load_val(path: Path, input_names: set[str]) -> tuple[dict[str, np.ndarray], 
         raise InputError(f"{path}: every array needs the same, non-zero number of samples (got {sorted(counts)})")
     arrays = {k: np.ascontiguousarray(v, np.float32) if np.issubdtype(v.dtype, np.floating) else v
               for k, v in arrays.items()}
-    return arrays, None if labels is None else np.asarray(labels).astype(np.int64).reshape(-1)
+    return arrays, labels
 
 
 def _sample_inputs(manifest, val_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:

@@ -11,19 +11,11 @@ from pathlib import Path
 
 import click
 
-from edgemm.errors import DependencyError, EdgemmError
+from edgemm.cli import EdgemmGroup
+from edgemm.errors import DependencyError
 
 DATA_DIR_HELP = "AV-digits data directory [default: $EDGEMM_DATA_DIR or ../shared/data]"
 MODEL_HELP = "Keras teacher (with its .json sidecar) [default: the shipped teacher]"
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except EdgemmError as e:
-            click.echo(f"Error: {e}", err=True)
-            ctx.exit(e.exit_code)
 
 
 def _require_keras() -> None:
@@ -34,7 +26,7 @@ def _require_keras() -> None:
         raise DependencyError(f"this command needs the converter extra ({e.name} missing): pip install 'edgemm[convert]'")
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EdgemmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """AV-digits example: MNIST digit image + spoken digit -> digit, with a shipped Keras teacher."""
 
