@@ -252,10 +252,20 @@ class _Run:
         result["training"] = self.stage(title.replace("-", "_"), distill.train_student, student, self.training_data,
                                         config, teacher if o.distill else None, self.log, title)
         row("distilled" if o.distill else "fine-tuned", student, time.perf_counter() - t)
+        student = self._named_like_source(student)
         path = save_keras(student, self.out / "student.keras")
         self.source = dataclasses.replace(self.source, keras_model=student, path=path, sha256=sha256_file(path))
         result["student_file"] = path.name
         return result
+
+    def _named_like_source(self, student):
+        """The student with the source model's output names, which the spec and the artifacts use."""
+        import keras
+
+        names = [t.name for t in self.source.outputs]
+        if list(student.output_names) == names:
+            return student
+        return keras.Model(student.input, dict(zip(names, student.outputs)))
 
     def training_data(self, epoch: int):
         """Training samples for fine-tuning/distillation, the same every epoch: --train, else the calibration set."""

@@ -20,7 +20,7 @@ def test_help_of_every_command(path):
 
 def test_top_level_help_lists_the_commands():
     out = CliRunner().invoke(main, ["--help"]).output
-    for name in ("convert", "run", "bench", "profiles"):
+    for name in ("spec", "convert", "run", "bench", "profiles"):
         assert name in out
-    assert set(main.commands) == {"convert", "run", "bench", "profiles"}  # no task-specific commands
+    assert set(main.commands) == {"spec", "convert", "run", "bench", "profiles"}  # no task-specific commands
 

@@ -71,7 +71,7 @@ def test_single_input_keras_model_converts_to_both_int8_formats(image_classifier
     assert report["data"]["validation_samples"] == 100  # the 100 samples calibration never saw
     for key in ("int8_tflite", "int8_onnx"):
         assert report["artifacts"][key]["agreement"] >= 0.95
-    assert manifest.preprocess is None and manifest.labels == ("0", "1", "2")
+    assert manifest.spec is None and manifest.data["schema_version"] == 2  # no spec given: convertible, not runnable
     assert "int8_tflite" in result.output and "stage seconds" in result.output
 
 
@@ -243,7 +243,11 @@ def test_teacher_int8_artifacts_meet_the_budget(converted_teacher):
     assert arts["int8_tflite"]["edgetpu"]["fully_mappable"]
     assert arts["int8_onnx"]["layers"] and arts["int8_onnx"]["layers"][0]["sqnr_db"] <= arts["int8_onnx"]["layers"][-1]["sqnr_db"]
     manifest = load_manifest(out)
-    assert manifest.preprocess is not None and manifest.labels == tuple(str(d) for d in range(10))
+    spec = manifest.spec  # the teacher's first-format sidecar, migrated
+    assert spec.inputs["image"].transform.color == "gray" and spec.inputs["audio"].transform.convention == "tensorflow"
+    (head,) = spec.heads
+    assert head.head == "classify" and head.labels == tuple(str(d) for d in range(10))
+    assert [t["name"] for t in manifest.artifacts["int8_tflite"].outputs] == [head.name]  # Keras name kept
     for key in manifest.artifacts:
         manifest.artifact_path(key)  # sha256 verified
 

@@ -57,7 +57,7 @@ def _open_sources(spec: ModelSpec, routes: dict[str, str], unpaced: bool, clock_
 
     cameras, mics = {}, {}
     try:
-        for name, src in routes.items():
+        for name, src in sorted(routes.items(), key=lambda r: spec.inputs[r[0]].source != "camera"):  # cameras first
             item = spec.inputs[name]
             if item.source == "camera" and src not in cameras:
                 transforms = {n: spec.inputs[n].transform for n, s in routes.items()

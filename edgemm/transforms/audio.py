@@ -257,8 +257,12 @@ class IncrementalFeatures:
     def __init__(self, transform: AudioTransform):
         self.transform = transform
         self.computed = 0  # spectrogram rows computed (statistics)
-        self._cache: dict[int, np.ndarray] = {}  # absolute segment start -> log-mel row
         self._starts = transform._segment_starts if transform.features != "waveform" else None
+        # the previous window's rows, the absolute segment start of its row 0, and which of its rows were
+        # complete interior rows (reusable by a later window on the same hop grid)
+        self._rows: np.ndarray | None = None
+        self._seg0 = 0
+        self._valid = np.zeros(0, bool)
 
     def snap(self, index: float) -> int:
         """The last multiple of the hop at or before sample `index`."""
@@ -278,8 +282,7 @@ class IncrementalFeatures:
         for edge in (head, tail):
             if edge.any():
                 self._edge_rows(ring, start, end, seg, np.flatnonzero(edge), rows)
-        inside = np.flatnonzero(~(head | tail))
-        self._interior_rows(ring, seg, inside, rows)
+        self._interior_rows(ring, seg, ~(head | tail), rows)
         return t._finish(rows)
 
     def _edge_rows(self, ring: Any, start: int, end: int, seg: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
@@ -288,25 +291,25 @@ class IncrementalFeatures:
         rows[idx] = self.transform._log_mel_rows(samples, idx.size)
         self.computed += int(idx.size)
 
-    def _interior_rows(self, ring: Any, seg: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
-        win = self.transform.win
-        missing = [i for i in idx if int(seg[i]) not in self._cache]
-        first, last = (missing[0], missing[-1]) if missing else (0, -1)
-        if missing:
-            lo, hi = int(seg[first]), int(seg[last]) + win
-            rows[first : last + 1] = self.transform._log_mel_rows(ring.read(lo, hi), last - first + 1)
-            self.computed += int(last - first + 1)
+    def _interior_rows(self, ring: Any, seg: np.ndarray, interior: np.ndarray, rows: np.ndarray) -> None:
+        """Interior rows: shifted from the previous window where it computed them, the rest computed now."""
+        t = self.transform
+        reused = np.zeros(seg.size, bool)
+        shift, remainder = divmod(int(seg[0]) - self._seg0, t.hop)
+        if self._rows is not None and remainder == 0 and 0 <= shift < seg.size:
+            keep = interior[: seg.size - shift] & self._valid[shift:]
+            rows[: seg.size - shift][keep] = self._rows[shift:][keep]
+            reused[: seg.size - shift] = keep
+        todo = np.flatnonzero(interior & ~reused)
+        if todo.size:
+            first, last = int(todo[0]), int(todo[-1])  # new rows are contiguous (the window moved forward)
+            lo, hi = int(seg[first]), int(seg[last]) + t.win
+            rows[first : last + 1] = t._log_mel_rows(ring.read(lo, hi), last - first + 1)
+            self.computed += last - first + 1
         # Samples not yet written read as zeros: rows made of them are used once but not kept.
         written = getattr(ring, "total", None)
-        kept = {}  # only this window's rows: older ones, or ones on another hop grid, are dropped
-        for i in idx:
-            key = int(seg[i])
-            if first <= i <= last:
-                if written is None or key + win <= written:
-                    kept[key] = rows[i].copy()
-            else:
-                rows[i] = kept[key] = self._cache[key]
-        self._cache = kept
+        self._valid = interior if written is None else interior & (seg + t.win <= written)
+        self._rows, self._seg0 = rows.copy(), int(seg[0])
 
 
 def _padded_read(ring: Any, start: int, end: int, lo: int, hi: int, mode: str) -> np.ndarray:
