@@ -72,3 +72,8 @@ def test_reliability_counts():
     text = _script("reliability.py", "-k", "idx_reader or usb_camera or audio_overflow or random_model", "--no-write")
     assert "150 generated examples" in text and "Faults injected during `edgemm run`: 3, survived: 3" in text
     assert "Random and mutated model files: 15" in text
+
+
+def test_loop_overhead():
+    out = _script("loop_overhead.py", "--duration", "2", "--no-write")
+    assert "| example teacher" in out and "| NCHW RGB" in out

@@ -40,6 +40,27 @@ def test_manifest_parser_only_raises_input_errors(tmp_path, data):
         pass
 
 
+INPUT_KEYS = ["source", "layout", "color", "size", "resize", "mean", "std", "frames", "sample_rate", "window",
+              "features", "n_fft", "hop_length", "n_mels", "axes", "from", "value", "bogus"]
+SOURCES = st.sampled_from(["camera", "mic", "state", "constant", "radar"])
+
+
+@FUZZ
+@given(inputs=st.dictionaries(st.text(max_size=6), st.dictionaries(st.sampled_from(INPUT_KEYS), json_values | SOURCES),
+                              max_size=3),
+       outputs=st.dictionaries(st.text(max_size=6), st.dictionaries(
+           st.sampled_from(["head", "activation", "labels", "threshold", "x"]), json_values), max_size=2))
+def test_model_spec_parser_only_raises_input_errors(inputs, outputs):
+    from edgemm.spec import from_dict
+
+    for source in ("camera", "mic", "state", "constant"):  # also fuzz the keys of each kind of input
+        try:
+            from_dict({"inputs": {k: {**v, "source": v.get("source", source)} for k, v in inputs.items()},
+                       "outputs": outputs})
+        except InputError:
+            pass
+
+
 @FUZZ
 @given(data=st.dictionaries(st.sampled_from(["name", "description", "accelerator", "artifacts", "backends", "threads",
                                              "camera", "budgets", "telemetry", "libraries", "bogus"]), json_values))

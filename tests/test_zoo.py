@@ -138,6 +138,7 @@ def test_spec_template_lists_every_tensor_and_binds(converted, tmp_path):
         assert "GUESS" in result.output
 
 
+@pytest.mark.parametrize("converted", ["fused_nchw"], indirect=True)
 def test_pytorch_style_onnx_source_with_a_spec_converts_and_runs(converted, media, tmp_path):
     """The README's hand-off: an NCHW ONNX file (here the float ONNX of the NCHW model, as torch.onnx.export
     would write it, dynamic batch) with MODEL.yaml beside it -> int8 QDQ ONNX -> edgemm run on ORT."""
@@ -146,8 +147,6 @@ def test_pytorch_style_onnx_source_with_a_spec_converts_and_runs(converted, medi
     import yaml
 
     z, work, _ = converted
-    if z.name != "fused_nchw":
-        pytest.skip("one ONNX source is enough")
     source = tmp_path / "av.onnx"
     shutil.copyfile(work / "out" / "float.onnx", source)
     source.with_suffix(".yaml").write_text(yaml.safe_dump(z.spec, sort_keys=False))
