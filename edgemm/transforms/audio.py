@@ -255,14 +255,20 @@ class IncrementalFeatures:
     """
 
     def __init__(self, transform: AudioTransform):
-        self.transform = transform
+        self.transform = t = transform
         self.computed = 0  # spectrogram rows computed (statistics)
-        self._starts = transform._segment_starts if transform.features != "waveform" else None
-        # the previous window's rows, the absolute segment start of its row 0, and which of its rows were
-        # complete interior rows (reusable by a later window on the same hop grid)
+        self._starts = t._segment_starts if t.features != "waveform" else None
+        if self._starts is not None:  # which rows touch the window's edges depends only on the transform
+            head = self._starts < 0
+            tail = ~head & (self._starts + t.win > t.window_samples)
+            self._head, self._tail = np.flatnonzero(head), np.flatnonzero(tail)
+            inside = np.flatnonzero(~(head | tail))  # a contiguous run of rows
+            self._inside = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
+        # the previous window's rows, the absolute segment start of its row 0, and the run of its rows
+        # [lo, hi) that were complete interior rows (reusable by a later window on the same hop grid)
         self._rows: np.ndarray | None = None
         self._seg0 = 0
-        self._valid = np.zeros(0, bool)
+        self._valid = (0, 0)
 
     def snap(self, index: float) -> int:
         """The last multiple of the hop at or before sample `index`."""
@@ -275,41 +281,44 @@ class IncrementalFeatures:
         start = end - t.window_samples
         if self._starts is None:
             return t._finish(ring.read(start, end).astype(np.float64))
-        seg = start + self._starts
-        rows = np.empty((seg.size, t.n_mels))
-        head = seg < start
-        tail = ~head & (seg + t.win > end)
-        for edge in (head, tail):
-            if edge.any():
-                self._edge_rows(ring, start, end, seg, np.flatnonzero(edge), rows)
-        self._interior_rows(ring, seg, ~(head | tail), rows)
+        rows = np.empty((self._starts.size, t.n_mels))
+        for idx in (self._head, self._tail):
+            if idx.size:
+                self._edge_rows(ring, start, end, idx, rows)
+        self._interior_rows(ring, start, rows)
         return t._finish(rows)
 
-    def _edge_rows(self, ring: Any, start: int, end: int, seg: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
-        lo, hi = int(seg[idx[0]]), int(seg[idx[-1]]) + self.transform.win
+    def _edge_rows(self, ring: Any, start: int, end: int, idx: np.ndarray, rows: np.ndarray) -> None:
+        lo, hi = start + int(self._starts[idx[0]]), start + int(self._starts[idx[-1]]) + self.transform.win
         samples = _padded_read(ring, start, end, lo, hi, self.transform.pad_mode)
         rows[idx] = self.transform._log_mel_rows(samples, idx.size)
         self.computed += int(idx.size)
 
-    def _interior_rows(self, ring: Any, seg: np.ndarray, interior: np.ndarray, rows: np.ndarray) -> None:
+    def _interior_rows(self, ring: Any, start: int, rows: np.ndarray) -> None:
         """Interior rows: shifted from the previous window where it computed them, the rest computed now."""
         t = self.transform
-        reused = np.zeros(seg.size, bool)
-        shift, remainder = divmod(int(seg[0]) - self._seg0, t.hop)
-        if self._rows is not None and remainder == 0 and 0 <= shift < seg.size:
-            keep = interior[: seg.size - shift] & self._valid[shift:]
-            rows[: seg.size - shift][keep] = self._rows[shift:][keep]
-            reused[: seg.size - shift] = keep
-        todo = np.flatnonzero(interior & ~reused)
-        if todo.size:
-            first, last = int(todo[0]), int(todo[-1])  # new rows are contiguous (the window moved forward)
-            lo, hi = int(seg[first]), int(seg[last]) + t.win
-            rows[first : last + 1] = t._log_mel_rows(ring.read(lo, hi), last - first + 1)
-            self.computed += last - first + 1
+        lo, hi = self._inside
+        seg0 = start + int(self._starts[0])
+        shift, remainder = divmod(seg0 - self._seg0, t.hop)
+        reuse_lo, reuse_hi = lo, lo  # rows [reuse_lo, reuse_hi) come from the previous window
+        if self._rows is not None and remainder == 0 and shift >= 0:
+            reuse_lo, reuse_hi = max(lo, self._valid[0] - shift), min(hi, self._valid[1] - shift)
+            if reuse_hi > reuse_lo:
+                rows[reuse_lo:reuse_hi] = self._rows[reuse_lo + shift : reuse_hi + shift]
+            else:
+                reuse_lo = reuse_hi = lo
+        for a, b in ((lo, reuse_lo), (max(lo, reuse_hi), hi)):  # before and after the reused run
+            if b > a:
+                first = seg0 + int(self._starts[a]) - int(self._starts[0])
+                rows[a:b] = t._log_mel_rows(ring.read(first, first + (b - a - 1) * t.hop + t.win), b - a)
+                self.computed += b - a
         # Samples not yet written read as zeros: rows made of them are used once but not kept.
         written = getattr(ring, "total", None)
-        self._valid = interior if written is None else interior & (seg + t.win <= written)
-        self._rows, self._seg0 = rows.copy(), int(seg[0])
+        valid_hi = hi
+        if written is not None:
+            complete = (written - seg0 - t.win) // t.hop + 1  # rows whose segment ends by `written`
+            valid_hi = max(lo, min(hi, complete))
+        self._valid, self._rows, self._seg0 = (lo, valid_hi), rows.copy(), seg0
 
 
 def _padded_read(ring: Any, start: int, end: int, lo: int, hi: int, mode: str) -> np.ndarray:
