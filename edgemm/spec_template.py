@@ -19,6 +19,7 @@ from edgemm.transforms.image import ImageTransform
 
 MEL_SIZES = (13, 20, 32, 40, 49, 64, 80, 96, 128)
 RATE, HOP = 16000, 160
+AUDIO_NAMES = ("audio", "wav", "mel", "spec", "feat", "sound", "input_values", "mfcc", "speech")
 
 
 def model_tensors(path: Path) -> tuple[list[Tensor], list[Tensor]]:
@@ -63,7 +64,7 @@ def _camera(t: Tensor) -> dict | None:
 
 def _audio(t: Tensor) -> dict | None:
     core = [d for d in _core(t)]
-    named = any(k in t.name.lower() for k in ("audio", "wav", "mel", "spec", "feat", "sound", "input_values"))
+    named = any(k in t.name.lower() for k in AUDIO_NAMES)
     if len(core) == 1 and (core[0] >= 1000 or named):
         samples = core[0] if core[0] > 0 else RATE
         guess = AudioTransform(sample_rate=RATE, window=samples / RATE, features="waveform", axes=("time",))
@@ -98,7 +99,8 @@ def _input_entry(t: Tensor, outputs: list[Tensor]) -> tuple[dict, str]:
     if len(_core(t)) == 0 or all(d == 1 for d in _core(t)):
         value = RATE if t.name.lower() in ("sr", "sample_rate", "sampling_rate") else 0
         return {"source": "constant", "value": value}, "a scalar"
-    entry = _camera(t) or _audio(t)
+    audio_named = any(k in t.name.lower() for k in AUDIO_NAMES)
+    entry = (_audio(t) or _camera(t)) if audio_named else (_camera(t) or _audio(t))
     if entry is None:
         return {"source": "constant", "value": 0}, "shape not recognised: set the source yourself"
     return entry, "from the shape and name"
@@ -125,7 +127,8 @@ def template(path: Path) -> str:
         if entry["source"] == "state":
             states.add(entry["from"])
         lines.append(f"  # {t.name}: {t.dtype} {list(t.shape)}; source guessed {why}")
-        lines += ["  " + line for line in yaml.safe_dump({t.name: entry}, sort_keys=False).splitlines()]
+        lines += ["  " + line for line in yaml.safe_dump({t.name: entry}, sort_keys=False,
+                                                          default_flow_style=None).splitlines()]
     lines.append("outputs:")
     for t in outputs:
         lines.append(f"  # {t.name}: {t.dtype} {list(t.shape)}")
