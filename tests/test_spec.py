@@ -175,3 +175,21 @@ def test_head_gates_fail_a_meaningless_conversion():
     assert "0.07 is below the limit 0.9" in message and "--min-agreement" in message
     lowered = check_gates(artifacts, ConvertOptions(min_agreement=0.05, min_sqnr_db=35.0))
     assert [g["passed"] for g in lowered] == [True, False]
+
+
+def test_video_input_stacks_the_newest_frames_in_the_loop_feed():
+    """A camera input with frames: 3 (a video model, N,T,H,W,C): the loop's feed stacks the newest three
+    transformed frames, oldest first, behind the batch axis; the spec binds to the model's 5-D input."""
+    from edgemm.capture.camera import Frame
+    from edgemm.runtime.feeds import CameraFeed
+
+    spec = specs.from_dict({"inputs": {"clip": {"source": "camera", "layout": "NHWC", "color": "gray",
+                                                "size": [4, 4], "scale": 1.0, "frames": 3, "frame_axis": 1}}})
+    binding = bind(spec, [Tensor("clip", (1, 3, 4, 4, 1), "float32")], [Tensor("score", (1, 2), "float32")])
+    feed = CameraFeed(binding.inputs["clip"], camera=None)
+    frames = [Frame(np.full((8, 8), value, np.uint8), float(i), i) for i, value in enumerate((10, 20, 30, 40))]
+    first, _ = feed.value(frames[0])
+    assert first.shape == (1, 3, 4, 4, 1) and np.all(first == 10)  # the first frame stands in for the missing ones
+    for f in frames[1:]:
+        latest, _ = feed.value(f)
+    assert [float(latest[0, t].mean()) for t in range(3)] == [20.0, 30.0, 40.0]

@@ -214,8 +214,12 @@ class AudioTransform:
 
     def _log_mel_rows(self, samples: np.ndarray, count: int) -> np.ndarray:
         """(count, n_mels) log-mel rows before top_db; frame i is samples[i * hop : i * hop + win]."""
-        x = np.asarray(samples, np.float64)
-        frames = np.lib.stride_tricks.sliding_window_view(x, self.win)[:: self.hop][:count]
+        x = np.ascontiguousarray(samples, np.float64)
+        if x.size < (count - 1) * self.hop + self.win:
+            raise InputError(f"{count} frames need {(count - 1) * self.hop + self.win} samples, got {x.size}")
+        # a read-only strided view (frame i = x[i * hop : i * hop + win]); the ndarray constructor is what
+        # sliding_window_view does, without its per-call Python overhead, which mattered in the live loop
+        frames = np.ndarray((count, self.win), np.float64, x, 0, (x.strides[0] * self.hop, x.strides[0]))
         spectrum = np.abs(np.fft.rfft(frames * _hann(self.win), n=self.n_fft))
         if self.power == 2.0:
             spectrum = spectrum * spectrum
