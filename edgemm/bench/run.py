@@ -76,8 +76,9 @@ def _sample_inputs(manifest, val_inputs: dict[str, np.ndarray] | None) -> dict[s
     artifact = next((a for a in artifacts if a.precision == "float32"), artifacts[0])
     rng = np.random.default_rng(0)
     sample = {}
-    for t in artifact.inputs:
-        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in t["shape"][1:])
+    for t in artifact.inputs:  # one sample (first axis = samples) of the model's whole shape, dynamic dims 1:
+        # the worker feeds it as the model declares it, batch axis or none (a state input such as 2x1x128)
+        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in t["shape"])
         dtype = np.dtype(t.get("dtype") or "float32")
         if np.issubdtype(dtype, np.integer) and not t.get("scale"):  # ids, indices: not quantized floats
             sample[t["name"]] = rng.integers(0, 2, size=(1, *shape)).astype(dtype)
