@@ -17,6 +17,7 @@ import importlib.metadata
 import platform
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,8 +26,9 @@ import numpy as np
 
 from converters import calibration, export, layer_error, metrics
 from converters.gates import check_gates, gate_message, summary_table  # noqa: F401 (summary_table: CLI)
+from converters.shapes import parse_input_shapes
 from converters.sources import SourceModel, load_source
-from edgemm import __version__, cpu_features, edgetpu
+from edgemm import __version__, cpu_features, edgetpu, layout
 from edgemm.atomic import atomic_path, write_json
 from edgemm.backends.isolated import describe_tflite, run_isolated
 from edgemm.errors import GateError, InputError
@@ -58,6 +60,8 @@ class ConvertOptions:
     spec: Path | None = None  # the model spec [default: MODEL.yaml/.yml/.json beside the model]
     min_agreement: float = metrics.DEFAULT_MIN_AGREEMENT  # gate: classify/multilabel heads vs the float model
     min_sqnr_db: float = metrics.DEFAULT_MIN_SQNR_DB  # gate: raw/state heads vs the float model
+    input_shapes: tuple[str, ...] = ()  # --input-shape NAME=D0,D1,... (fixes dynamic dimensions)
+    custom_code: Path | None = None  # --custom-code FILE.py: custom/Lambda layers of a Keras source (runs the file)
     fp16_onnx: bool = False  # also write fp16.onnx (TensorRT / CUDA targets)
     target: str | None = None  # device profile name (firmware_configs/NAME.yaml)
     max_latency_ms: float | None = None  # gate on the int8 artifacts' median invoke here (CPU targets)
@@ -102,6 +106,11 @@ def _match(outputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.nda
     raise InputError(f"the artifact's outputs {sorted(outputs)} do not match the model's {names}")
 
 
+def _layout_entry(perms: layout.Perms) -> dict:
+    """The manifest's record of inputs laid out differently from the source model (edgemm.layout)."""
+    return {"layout": {n: {"perm": list(p)} for n, p in perms.items()}} if perms else {}
+
+
 def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:
     """Top-1 accuracy of the first classify head, when the validation set has labels."""
     name = next((n for n, h in heads.items() if h.head == "classify"), None)
@@ -119,6 +128,7 @@ class _Run:
         self.artifacts: dict[str, dict] = {}
         self.notes: list[str] = []
         self.model_path = Path(model)
+        self.work = Path(tempfile.mkdtemp(prefix="edgemm-convert-"))  # intermediate files, removed at the end
 
     def stage(self, name: str, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -127,9 +137,11 @@ class _Run:
         return result
 
     # -- validation -------------------------------------------------------------------------------
-    def validate(self, key: str, kind: str, path: Path, backend_options: dict | None = None) -> dict:
+    def validate(self, key: str, kind: str, path: Path, backend_options: dict | None = None,
+                 perms: layout.Perms | None = None) -> dict:
         self.log(f"  validating {path.name} in {kind} on {len(self.val)} held-out samples")
-        outputs, info = self.stage("validate", run_isolated, kind, path, self.val.inputs, backend_options)
+        inputs = layout.to_artifact(self.val.inputs, perms or {})
+        outputs, info = self.stage("validate", run_isolated, kind, path, inputs, backend_options)
         entry = self.artifacts.setdefault(key, {})
         entry.update(self.compare(outputs))
         entry.update({"backend": info["backend"], "inputs": info["inputs"], "outputs": info["outputs"],
@@ -150,14 +162,24 @@ class _Run:
 
     # -- the steps --------------------------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self.steps()
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def steps(self) -> dict:
         o = self.options
         started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         self.log(f"loading {self.model_path}")
-        self.source = source = self.stage("load", load_source, self.model_path, o.spec)
+        self.source = source = self.stage("load", load_source, self.model_path, o.spec,
+                                          parse_input_shapes(o.input_shapes), o.custom_code, self.work)
         shapes = ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in source.inputs)
         heads = ", ".join(f"{n} ({h.head})" for n, h in source.heads.items())
-        self.log(f"  {source.kind} model, inputs {shapes}; outputs {heads}; spec: {source.spec_file or 'none'}")
+        self.log(f"  {source.format}, inputs {shapes}; outputs {heads}; spec: {source.spec_file or 'none'}")
+        if (o.prune or o.distill or o.student) and source.kind != "keras":
+            raise InputError(f"{source.path}: --prune, --distill and --student need a Keras source (.keras, or an "
+                             f".h5 that Keras 3 loads); this is a {source.format}")
         self.calib, self.val = self.stage("data", _load_data, source, o)
         self.log(f"calibration: {self.calib.source}; validation: {self.val.source}")
         self.reference = self.stage("float_reference", self.float_reference)
@@ -169,17 +191,14 @@ class _Run:
             self.reference = self.stage("float_reference", self.float_reference)
             self.ref_acc = _accuracy(source.heads, self.reference, self.val.labels)
 
-        if source.kind == "keras" and "tflite" in o.formats:
+        if "tflite" in o.formats:
             self.tflite()
-        elif "tflite" in o.formats:
-            self.notes.append("TFLite artifacts need a Keras source (no ONNX -> TFLite converter in this stack); "
-                              "only ONNX artifacts were made")
         if "onnx" in o.formats:
             self.onnx()
 
         report = {
             "schema_version": REPORT_SCHEMA_VERSION,
-            "source": {"path": str(source.path), "kind": source.kind, "sha256": source.sha256,
+            "source": {"path": str(source.path), "kind": source.kind, "format": source.format, "sha256": source.sha256,
                        "inputs": {t.name: list(t.shape) for t in source.inputs},
                        "outputs": {t.name: list(t.shape) for t in source.outputs},
                        "spec_file": None if source.spec_file is None else str(source.spec_file)},
@@ -211,8 +230,6 @@ class _Run:
         from converters.sources import save_keras
 
         o = self.options
-        if self.source.kind != "keras":
-            raise InputError(f"{self.source.path}: pruning and distillation need a Keras source model")
         if [h.head for h in self.source.heads.values()] != ["classify"]:
             raise InputError(f"{self.source.path}: pruning and distillation support models with one classify output "
                              f"(this one has {', '.join(f'{n}: {h.head}' for n, h in self.source.heads.items())})")
@@ -282,7 +299,12 @@ class _Run:
             model = export.named_outputs(self.source.keras_model)
             outputs = model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0)
             return {n: np.asarray(outputs[n], np.float32) for n in names}
-        outputs, _ = run_isolated("ort-cpu", self.source.path, self.val.inputs)
+        if self.source.kind == "saved_model":
+            from converters import saved_model
+
+            return _match(saved_model.run(self.source.graph, self.val.inputs), names)
+        runtime = "litert" if self.source.kind == "tflite" else "ort-cpu"
+        outputs, _ = run_isolated(runtime, self.source.graph, self.val.inputs)
         return _match(outputs, names)
 
     def shortfall(self, entry: dict) -> float:
@@ -294,15 +316,39 @@ class _Run:
             return 100 * (1 - entry["agreement"])
         return max(0.0, 30.0 - entry["sqnr_db"])
 
+    def tflite_graph(self) -> tuple[Path, list, layout.Perms]:
+        """The SavedModel the TFLite artifacts are made from, its inputs (shapes settled, artifact layout)
+        and how those are permuted from the source's."""
+        source = self.source
+        if source.kind == "keras":
+            path = self.work / "keras_saved_model"
+            if not path.exists():
+                self.stage("export_saved_model", export.export_saved_model, source.keras_model, path, source.inputs)
+            return path, source.inputs, {}
+        if source.kind == "saved_model":
+            return source.graph, source.inputs, {}
+        from converters import onnx_tflite
+
+        self.log("converting ONNX to a TensorFlow graph with onnx2tf (NHWC inputs)")
+        return self.stage("onnx2tf", onnx_tflite.to_saved_model, source, self.work / "onnx2tf", self.log)
+
     def tflite(self) -> None:
-        model = self.source.keras_model
         float_path, int8_path = self.out / "float.tflite", self.out / "int8.tflite"
+        if self.source.kind == "tflite":
+            with atomic_path(float_path) as tmp:
+                shutil.copyfile(self.source.graph, tmp)
+            self.record("float_tflite", float_path, "tflite", "float32")
+            self.validate("float_tflite", "litert", float_path)
+            self.quantize_tflite(int8_path, per_channel=True)
+            self.edgetpu(int8_path)
+            return
+        graph, inputs, perms = self.tflite_graph()
         self.log("exporting float TFLite")
-        self.stage("export_tflite", export.write_tflite, model, float_path, None)
-        self.record("float_tflite", float_path, "tflite", "float32")
-        self.validate("float_tflite", "litert", float_path)
+        self.stage("export_tflite", export.write_tflite, graph, inputs, float_path, None)
+        self.record("float_tflite", float_path, "tflite", "float32", **_layout_entry(perms))
+        self.validate("float_tflite", "litert", float_path, perms=perms)
         mode = self.options.tflite_weights
-        self.quantize_tflite(int8_path, per_channel=mode == "per-channel")
+        self.quantize_tflite(int8_path, mode == "per-channel", graph, inputs, perms)
         entry = self.artifacts["int8_tflite"]
         budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
         drop = self.shortfall(entry)
@@ -312,19 +358,29 @@ class _Run:
                               f"{entry['agreement']}, SQNR {entry['sqnr_db']} dB); re-quantized with per-channel "
                               "weights")
             self.log("  " + self.notes[-1])
-            self.quantize_tflite(int8_path, per_channel=True)
+            self.quantize_tflite(int8_path, True, graph, inputs, perms)
         self.edgetpu(int8_path)
 
-    def quantize_tflite(self, int8_path: Path, per_channel: bool) -> None:
+    def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: Path | None = None, inputs=None,
+                        perms: layout.Perms | None = None) -> None:
+        """Full-int8 TFLite: from the SavedModel `graph` with the TFLite converter, or from a float .tflite
+        source with ai-edge-quantizer (no SavedModel to start from)."""
         granularity = "per-channel" if per_channel else "per-tensor"
+        calib = layout.to_artifact(self.calib.inputs, perms or {})
         self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples keyed by input name, "
                  f"{granularity} weights)")
-        self.stage("quantize_tflite", export.write_tflite, self.source.keras_model, int8_path, self.calib.inputs,
-                   True, per_channel)
-        self.record("int8_tflite", int8_path, "tflite", "int8", quantization={
-            "scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
-            "activations": "int8 per-tensor asymmetric"})
-        self.validate("int8_tflite", "litert", int8_path)
+        if graph is None:
+            from converters import tflite_quant
+
+            self.stage("quantize_tflite", tflite_quant.quantize, self.source.graph, int8_path, calib)
+            scheme = {"scheme": "full-int8 PTQ (ai-edge-quantizer static_wi8_ai8)"}
+        else:
+            self.stage("quantize_tflite", export.write_tflite, graph, inputs, int8_path, calib, True, per_channel)
+            scheme = {"scheme": "full-int8 PTQ"}
+        self.record("int8_tflite", int8_path, "tflite", "int8", quantization=scheme | {
+            "weights": f"int8 {granularity} symmetric", "activations": "int8 per-tensor asymmetric"},
+            **_layout_entry(perms or {}))
+        self.validate("int8_tflite", "litert", int8_path, perms=perms)
 
     def edgetpu(self, int8_path: Path) -> None:
         ops = [edgetpu.Op(op["index"], op["name"],
@@ -353,12 +409,17 @@ class _Run:
     def onnx(self) -> None:
         o = self.options
         float_path, int8_path = self.out / "float.onnx", self.out / "int8.onnx"
-        if self.source.kind == "keras":
+        source = self.source
+        if source.kind == "keras":
             self.log("exporting float ONNX (tf2onnx)")
-            self.stage("export_onnx", export.write_onnx_from_keras, self.source.keras_model, float_path)
+            self.stage("export_onnx", export.write_onnx_from_keras, source.keras_model, float_path)
+        elif source.kind in ("saved_model", "tflite"):
+            self.log(f"exporting float ONNX from the {source.format} (tf2onnx)")
+            self.stage("export_onnx", export.write_onnx_from_tf, source.graph, source.kind, float_path,
+                       [t.name for t in source.inputs], [t.name for t in source.outputs])
         else:
             with atomic_path(float_path) as tmp:
-                shutil.copyfile(self.source.path, tmp)
+                shutil.copyfile(source.graph, tmp)
         self.record("float_onnx", float_path, "onnx", "float32")
         self.validate("float_onnx", "ort-cpu", float_path)
 
@@ -468,7 +529,8 @@ class _Run:
         artifacts = {}
         for key, e in self.artifacts.items():
             artifacts[key] = {k: e[k] for k in ("file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs")}
-            artifacts[key].update({k: e[k] for k in ("quantization", "accuracy", "agreement", "sqnr_db") if k in e})
+            artifacts[key].update({k: e[k] for k in ("quantization", "layout", "accuracy", "agreement", "sqnr_db")
+                                   if k in e})
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "artifacts": artifacts,

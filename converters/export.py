@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from edgemm.atomic import atomic_path
+from edgemm.binding import Tensor
 from edgemm.errors import InputError
 
 ONNX_OPSET = 17
@@ -27,18 +28,22 @@ def _batches(calib: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         yield {name: array[i : i + 1].astype(np.float32) for name, array in calib.items()}
 
 
-def export_saved_model(keras_model, path: Path) -> Path:
+def export_saved_model(keras_model, path: Path, inputs: list[Tensor] | None = None) -> Path:
     """A SavedModel with batch size 1 and the Keras input and output names as signature keys.
 
+    inputs: the settled input shapes (--input-shape), for models with dynamic dimensions.
     (TFLiteConverter.from_keras_model fails on Keras 3 models loaded from .keras files;
     a fixed batch of 1 gives the static shapes the Edge TPU compiler requires.)
     """
     import keras
     import tensorflow as tf
 
+    settled = {t.name: t.shape for t in inputs or ()}
+
     def spec(t):
         name = t.name.split(":")[0]
-        return tf.TensorSpec((1, *t.shape[1:]), tf.float32, name=name)
+        shape = settled.get(name, t.shape)
+        return tf.TensorSpec((1, *shape[1:]), tf.float32, name=name)
 
     signature = keras.tree.map_structure(spec, keras_model.input)
     named_outputs(keras_model).export(os.fspath(path), format="tf_saved_model", input_signature=[signature],
@@ -57,21 +62,28 @@ def named_outputs(keras_model):
     return keras.Model(keras_model.input, dict(zip(names, keras_model.outputs)))
 
 
-def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray] | None, full_int8: bool = True,
-                     per_channel: bool = True):
-    """A TFLiteConverter for the model; with `calib`, int8 post-training quantization.
+def tflite_converter(saved_model: Path, inputs: list[Tensor], calib: dict[str, np.ndarray] | None,
+                     full_int8: bool = True, per_channel: bool = True):
+    """A TFLiteConverter for a SavedModel's serving signature; with `calib`, int8 post-training quantization.
 
-    full_int8: int8 weights, activations, inputs and outputs, builtin int8 ops only
-    (what the Edge TPU compiler needs). False gives the stock converter's default
-    PTQ (int8 where it can, float inputs/outputs, float fallback).
+    inputs: the model's inputs with settled shapes; a signature that is not already static with batch 1
+    is traced again with those shapes. full_int8: int8 weights, activations, inputs and outputs, builtin
+    int8 ops only (what the Edge TPU compiler needs). False gives the stock converter's default PTQ
+    (int8 where it can, float inputs/outputs, float fallback).
     """
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
+    from converters import saved_model as sm
+
+    static = {t.name: (1, *t.shape[1:]) if t.shape and t.shape[0] < 0 else t.shape for t in inputs}
+    if {t.name: t.shape for t in sm.signature_io(saved_model)[0]} == static:
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
+    else:
+        function, loaded = sm.fixed_function(saved_model, inputs)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     if calib is not None:
-        names = {t.name.split(":")[0] for t in keras_model.inputs}
-        if set(calib) != names:
-            raise InputError(f"calibration arrays {sorted(calib)} do not match model inputs {sorted(names)}")
+        if set(calib) != set(static):
+            raise InputError(f"calibration arrays {sorted(calib)} do not match model inputs {sorted(static)}")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _batches(calib)  # dict keyed by name, never a list
         # The converter has no public switch for weight granularity; this attribute is the one it reads.
@@ -83,15 +95,13 @@ def tflite_converter(saved_model: Path, keras_model, calib: dict[str, np.ndarray
     return converter
 
 
-def write_tflite(keras_model, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True,
-                 per_channel: bool = True) -> Path:
-    import tempfile
-
+def write_tflite(saved_model: Path, inputs: list[Tensor], path: Path, calib: dict[str, np.ndarray] | None = None,
+                 full_int8: bool = True, per_channel: bool = True) -> Path:
+    """TFLite from a SavedModel (see tflite_converter), written atomically."""
     try:
-        with tempfile.TemporaryDirectory(prefix="edgemm-savedmodel-") as tmp:
-            converter = tflite_converter(export_saved_model(keras_model, Path(tmp) / "model"), keras_model, calib,
-                                         full_int8, per_channel)
-            flatbuffer = converter.convert()
+        flatbuffer = tflite_converter(saved_model, inputs, calib, full_int8, per_channel).convert()
+    except InputError:
+        raise
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
         raise InputError(f"TFLite conversion failed: {str(e).strip().splitlines()[0][:300]}") from None
     with atomic_path(path) as tmp:
@@ -128,6 +138,40 @@ def write_onnx_from_keras(keras_model, path: Path) -> Path:
     for out in model.graph.output:
         out.name = renames.get(out.name, out.name)
     onnx.checker.check_model(model)
+    with atomic_path(path) as tmp:
+        onnx.save(model, os.fspath(tmp))
+    return path
+
+
+def write_onnx_from_tf(graph: Path, kind: str, path: Path, input_names: list[str], output_names: list[str]) -> Path:
+    """Float ONNX from a SavedModel directory or a float .tflite, with tf2onnx's command line (the route its
+    documentation supports for both), inputs and outputs named as in the source model."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import onnx
+
+    if kind == "tflite":
+        from edgemm.backends.litert import LiteRTBackend
+
+        ins, outs = LiteRTBackend(graph).tensor_names()
+        source = ["--tflite", os.fspath(graph),
+                  "--inputs", ",".join(ins[n] for n in input_names), "--rename-inputs", ",".join(input_names),
+                  "--outputs", ",".join(outs[n] for n in output_names), "--rename-outputs", ",".join(output_names)]
+    else:
+        source = ["--saved-model", os.fspath(graph), "--signature_def", "serving_default", "--tag", "serve"]
+    with tempfile.TemporaryDirectory(prefix="edgemm-onnx-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", *source, "--opset", str(ONNX_OPSET),
+                               "--output", os.fspath(raw)], capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0 or not raw.is_file():
+            errors = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
+            raise InputError(f"ONNX export (tf2onnx) failed: {(errors or proc.stderr.splitlines() or ['no output'])[-1][:300]}")
+        model = onnx.load(os.fspath(raw))
+    got = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    if sorted(got[0]) != sorted(input_names) or sorted(got[1]) != sorted(output_names):
+        raise InputError(f"ONNX export (tf2onnx) named the tensors {got}, not the model's {input_names} / {output_names}")
     with atomic_path(path) as tmp:
         onnx.save(model, os.fspath(tmp))
     return path

@@ -84,6 +84,12 @@ def _size(text: str | None) -> int | None:
 @click.option("--spec", "spec", type=click.Path(path_type=Path), default=None,
               help="Model spec (YAML/JSON: inputs' sources and transforms, outputs' heads) "
               "[default: MODEL.yaml, .yml or .json beside the model]; `edgemm spec MODEL` writes a template.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D0,D1,...",
+              help="Fix a dynamic input's shape, e.g. x=1,3,48,192 (repeatable); dimensions sharing one symbolic "
+              "name are fixed one by one.")
+@click.option("--custom-code", type=click.Path(path_type=Path), default=None, metavar="FILE.py",
+              help="Keras source with custom or Lambda layers: RUNS this Python file and gives the classes and "
+              "functions it defines to Keras (safe mode off). Only for code you trust.")
 @click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=0.90, show_default=True,
               help="Gate: top-1 (classify) or per-label (multilabel) agreement of every artifact with the float model.")
 @click.option("--min-sqnr", "min_sqnr", type=float, default=20.0, show_default=True,
@@ -101,11 +107,15 @@ def _size(text: str | None) -> int | None:
               help="Device profile (firmware_configs/NAME.yaml): the artifacts the board needs, its budgets as gates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
 def convert(model, out, calib, val, train, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
-            max_accuracy_drop, max_size, require_edgetpu_mappable, formats, spec, min_agreement, min_sqnr, prune, distill, student, epochs,
+            max_accuracy_drop, max_size, require_edgetpu_mappable, formats, spec, input_shapes, custom_code, min_agreement, min_sqnr, prune, distill, student, epochs,
             temperature, alpha, target, as_json) -> None:
-    """Quantize MODEL (.keras or .onnx) to int8 TFLite and int8 ONNX, validate, and apply CI gates.
+    """Quantize MODEL to int8 TFLite and int8 ONNX, validate, and apply CI gates.
 
-    With --prune and/or --distill, a smaller student is made first (load -> prune -> distill ->
+    MODEL: .keras, .h5/.hdf5 (Keras 3, or legacy tf_keras in a child process), a SavedModel
+    directory, a float .tflite, or .onnx (opset 11+; PyTorch, Paddle, TF exports). ONNX models get
+    their TFLite through onnx2tf, with NHWC inputs (recorded in the manifest).
+
+    With --prune and/or --distill (Keras sources), a smaller student is made first (load -> prune -> distill ->
     quantize -> export -> validate), each stage timed and reported.
 
     Exits 1 when a gate fails; the artifacts and report stay in OUT for inspection.
@@ -128,6 +138,7 @@ def convert(model, out, calib, val, train, calib_samples, method, per_channel, t
         calib=calib, val=val, train=train, calib_samples=calib_samples, method=method, per_channel=per_channel,
         tflite_weights=tflite_weights, reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
         require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, spec=spec,
+        input_shapes=tuple(input_shapes), custom_code=custom_code,
         min_agreement=min_agreement, min_sqnr_db=min_sqnr,
         prune=prune or None, distill=distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
     )

@@ -53,6 +53,21 @@ class Manifest:
     spec: ModelSpec | None  # None for models converted without a spec (no live capture)
     data: dict  # the whole parsed document
 
+    def perms(self, name: str) -> dict[str, tuple[int, ...]]:
+        """Inputs of artifact `name` laid out differently from the source model's (edgemm.layout)."""
+        from edgemm.layout import read_perms
+
+        return read_perms(self.artifacts[name].extra.get("layout"))
+
+    def spec_for(self, name: str) -> ModelSpec | None:
+        """The spec that feeds artifact `name`: the source's, with each transform writing the artifact's layout."""
+        from edgemm.layout import adapt_spec
+
+        if self.spec is None:
+            return None
+        shapes = {k: tuple(v) for k, v in (self.data.get("source") or {}).get("inputs", {}).items()}
+        return adapt_spec(self.spec, self.perms(name), shapes)
+
     def artifact_path(self, name: str, verify: bool = True) -> Path:
         """The artifact's file; with `verify`, refuses it unless its sha256 matches."""
         if name not in self.artifacts:
@@ -117,6 +132,18 @@ def _spec(data: dict, artifacts: dict[str, Artifact], file: Path) -> ModelSpec |
         raise InputError(f"{file}: bad model spec ({e})") from None
 
 
+def _check_layout(layout, inputs, file: Path, where: str) -> None:
+    if layout is None:
+        return
+    _require(isinstance(layout, dict), file, f"{where}.layout must be an object")
+    ranks = {t.get("name"): len(t.get("shape") or ()) for t in inputs if isinstance(t, dict)}
+    for name, entry in layout.items():
+        perm = entry.get("perm") if isinstance(entry, dict) else None
+        _require(name in ranks, file, f"{where}.layout names {name!r}, which is not an input")
+        _require(isinstance(perm, list) and sorted(perm) == list(range(ranks[name])), file,
+                 f"{where}.layout.{name}.perm must be a permutation of the input's {ranks[name]} axes")
+
+
 def _artifacts(data: dict, file: Path) -> dict[str, Artifact]:
     artifacts = {}
     for name, entry in data["artifacts"].items():
@@ -128,6 +155,7 @@ def _artifacts(data: dict, file: Path) -> dict[str, Artifact]:
         _require(entry["precision"] in PRECISIONS, file, f"{where}.precision {entry['precision']!r} unknown")
         _require(isinstance(entry["file"], str) and "/" not in entry["file"] and entry["file"] not in ("", ".", ".."),
                  file, f"{where}.file must be a plain file name in the manifest's directory")
+        _check_layout(entry.get("layout"), entry["inputs"], file, where)
         known = {"file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs"}
         artifacts[name] = Artifact(
             name=name, file=entry["file"], format=entry["format"], precision=entry["precision"],

@@ -23,10 +23,16 @@ AUDIO_NAMES = ("audio", "wav", "mel", "spec", "feat", "sound", "input_values", "
 
 
 def model_tensors(path: Path) -> tuple[list[Tensor], list[Tensor]]:
-    """Input and output tensors of a .onnx, .tflite or .keras model."""
+    """Input and output tensors of a .onnx, .tflite, .keras/.h5/.hdf5 model or a SavedModel directory."""
     path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        try:
+            from converters.saved_model import signature_io
+        except ImportError as e:
+            raise InputError(f"{path}: reading a SavedModel needs the converter extra ({e})") from None
+        return signature_io(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such model file")
+        raise InputError(f"{path}: no such model file or SavedModel directory")
     suffix = path.suffix.lower()
     if suffix in (".onnx", ".tflite"):
         from edgemm.backends.registry import open_backend
@@ -39,7 +45,7 @@ def model_tensors(path: Path) -> tuple[list[Tensor], list[Tensor]]:
         except ImportError as e:
             raise InputError(f"{path}: reading a Keras model needs the converter extra ({e})") from None
         return keras_tensors(path)
-    raise InputError(f"{path}: give a .onnx, .tflite or .keras model")
+    raise InputError(f"{path}: give a .onnx, .tflite, .keras, .h5 model or a SavedModel directory")
 
 
 def _core(t: Tensor) -> tuple[int, ...]:

@@ -97,6 +97,11 @@ class LiteRTBackend(Backend):
 
         return by_name(self._interp.get_input_details()), by_name(self._interp.get_output_details())
 
+    def tensor_names(self) -> tuple[dict[str, str], dict[str, str]]:
+        """{logical name: tensor name in the flatbuffer} for the inputs and the outputs."""
+        names = {d["index"]: d["name"] for d in self._interp.get_tensor_details()}
+        return ({n: names[i] for n, (_, i) in self._in.items()}, {n: names[i] for n, (_, i) in self._out.items()})
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)
         for name, (info, index) in self._in.items():

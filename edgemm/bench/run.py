@@ -31,6 +31,7 @@ import numpy as np
 from edgemm import cpu_features
 from edgemm.backends import registry
 from edgemm.errors import InputError
+from edgemm.layout import to_artifact
 from edgemm.samples import read_npz
 from edgemm.manifest import check_inputs, load_manifest
 
@@ -68,12 +69,11 @@ def load_val(path: Path, input_names: set[str]) -> tuple[dict[str, np.ndarray], 
     return arrays, labels
 
 
-def _sample_inputs(manifest, val_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """The timing input: the first validation sample, else seeded random inputs of the model's shapes and dtypes."""
+def _sample_inputs(artifact, val_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The timing input: the first validation sample (in the artifact's layout), else seeded random inputs of
+    the artifact's shapes and dtypes."""
     if val_inputs is not None:
         return {k: v[:1] for k, v in val_inputs.items()}
-    artifacts = list(manifest.artifacts.values())
-    artifact = next((a for a in artifacts if a.precision == "float32"), artifacts[0])
     rng = np.random.default_rng(0)
     sample = {}
     for t in artifact.inputs:  # one sample (first axis = samples) of the model's whole shape, dynamic dims 1:
@@ -91,7 +91,8 @@ def _accuracy(manifest, art, path: Path, val_inputs: dict, labels: np.ndarray) -
     """Top-1 accuracy of the first classify head (the spec's; a model without a spec: its only output)."""
     from edgemm.backends.isolated import run_isolated
 
-    outputs, info = run_isolated("litert" if art.format == "tflite" else "ort-cpu", path, val_inputs)
+    outputs, info = run_isolated("litert" if art.format == "tflite" else "ort-cpu", path,
+                                 to_artifact(val_inputs, manifest.perms(art.name)))
     check_inputs(art.inputs, info["inputs"], path)
     heads = manifest.spec.outputs if manifest.spec is not None else {}
     name = next((n for n, o in heads.items() if o.head == "classify"), None)
@@ -144,14 +145,14 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
         val_inputs, labels = None, None
         if val is not None:
             val_inputs, labels = load_val(val, {t["name"] for t in next(iter(manifest.artifacts.values())).inputs})
-        sample = _sample_inputs(manifest, val_inputs)
         with tempfile.TemporaryDirectory(prefix="edgemm-bench-in-") as tmp:
-            inputs_path = Path(tmp) / "inputs.npz"
-            np.savez(inputs_path, **sample)
             for key, art in manifest.artifacts.items():
                 if artifacts and key not in artifacts:
                     continue
                 path = manifest.artifact_path(key)  # sha256 checked
+                inputs_path = Path(tmp) / f"{key}.npz"
+                in_layout = None if val_inputs is None else to_artifact(val_inputs, manifest.perms(key))
+                np.savez(inputs_path, **_sample_inputs(art, in_layout))
                 accuracy = None
                 if labels is not None:
                     log(f"accuracy of {name}/{key} on {len(labels)} samples of {Path(val).name}")

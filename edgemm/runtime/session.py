@@ -78,8 +78,8 @@ def _open_sources(spec: ModelSpec, routes: dict[str, str], unpaced: bool, clock_
 def bind_backend(manifest: Manifest, selected) -> Binding:
     """The manifest's spec checked against the opened model's real tensors."""
     backend = selected.backend
-    return bind(manifest.spec, [Tensor.of(t) for t in backend.inputs], [Tensor.of(t) for t in backend.outputs],
-                str(selected.path))
+    return bind(manifest.spec_for(selected.artifact), [Tensor.of(t) for t in backend.inputs],
+                [Tensor.of(t) for t in backend.outputs], str(selected.path))
 
 
 def run_session(manifest: Manifest, *, camera: str | None = None, mic: str | None = None,

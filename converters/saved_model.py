@@ -1,0 +1,79 @@
+"""TensorFlow SavedModel sources: the serving signature's tensors, running it, and its TFLite.
+
+A SavedModel is what every TensorFlow-side source becomes: the user's SavedModel directory,
+a legacy .h5 loaded with tf_keras (converters.legacy_keras), and an ONNX model converted by
+onnx2tf (converters.onnx_tflite). TFLite is made from a concrete function with fixed shapes
+(batch 1, --input-shape for dynamic dimensions): the Edge TPU compiler needs static shapes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgemm.binding import Tensor
+from edgemm.errors import InputError
+
+SIGNATURE = "serving_default"
+
+
+def _signature(path: Path):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(os.fspath(path))
+    except Exception as e:  # TF raises OSError, ValueError, errors.*...
+        text = str(e).strip()
+        raise InputError(f"{path}: TensorFlow cannot load this SavedModel ({(text.splitlines() or [type(e).__name__])[0][:300]})") from None
+    signatures = dict(getattr(loaded, "signatures", {}) or {})
+    if SIGNATURE not in signatures:
+        raise InputError(f"{path}: the SavedModel has no {SIGNATURE!r} signature (has: {', '.join(signatures) or 'none'}); "
+                         "save it with a serving signature (model.export(dir) in Keras)")
+    return loaded, signatures[SIGNATURE]
+
+
+def _tensor(name: str, spec) -> Tensor:
+    shape = tuple(-1 if d is None else int(d) for d in spec.shape) if spec.shape.rank is not None else ()
+    return Tensor(name, shape, spec.dtype.name)
+
+
+def signature_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:
+    """The serving signature's inputs and outputs, named by their signature keys."""
+    _, fn = _signature(path)
+    inputs = [_tensor(name, spec) for name, spec in sorted(fn.structured_input_signature[1].items())]
+    outputs = [_tensor(name, spec) for name, spec in sorted(fn.structured_outputs.items())]
+    bad = [t for t in inputs if t.dtype != "float32"]
+    if bad:
+        raise InputError(f"{path}: input {bad[0].name} is {bad[0].dtype}; edgemm converts models with float32 inputs")
+    return inputs, outputs
+
+
+def run(path: Path, inputs: dict[str, np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
+    """The serving signature's outputs for `inputs` (first axis = samples), keyed by output name."""
+    import tensorflow as tf
+
+    _, fn = _signature(path)
+    count = len(next(iter(inputs.values())))
+    results: dict[str, list[np.ndarray]] = {}
+    for start in range(0, count, batch):
+        feed = {k: tf.constant(v[start:start + batch], tf.float32) for k, v in inputs.items()}
+        for name, value in fn(**feed).items():
+            results.setdefault(name, []).append(value.numpy())
+    return {k: np.concatenate(v).astype(np.float32) for k, v in results.items()}
+
+
+def fixed_function(path: Path, inputs: list[Tensor]):
+    """The serving signature traced with static shapes (batch 1); returns (function, the loaded object)."""
+    import tensorflow as tf
+
+    loaded, fn = _signature(path)
+    specs = {t.name: tf.TensorSpec((1, *t.shape[1:]) if t.shape and t.shape[0] < 0 else t.shape, tf.float32, name=t.name)
+             for t in inputs}
+
+    @tf.function(input_signature=[specs])
+    def serve(feeds):
+        return fn(**feeds)
+
+    return serve.get_concrete_function(), loaded
