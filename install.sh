@@ -23,4 +23,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[convert,demo,test]'
+# ONNX -> TFLite: onnx2tf pins tensorflow 2.19, numpy 1.26, onnx 1.19 (conflicting with the set above), so it
+# gets an environment of its own, installed against its own requirements; edgemm runs it as a command.
+if [ ! -x .venv-onnx2tf/bin/onnx2tf ]; then
+    python3 -m venv .venv-onnx2tf
+    .venv-onnx2tf/bin/python -m pip install -q --upgrade pip
+    .venv-onnx2tf/bin/python -m pip install -q onnx2tf==1.29.24
+fi
 echo "install.sh: ready ($(.venv/bin/edgemm --version))"

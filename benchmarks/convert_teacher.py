@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from converters import calibration, export  # noqa: E402
+from converters import calibration, export, saved_model  # noqa: E402
 from converters.convert import ConvertOptions, convert  # noqa: E402
-from converters.sources import load_keras  # noqa: E402
+from converters.sources import keras_io, load_keras  # noqa: E402
 from edgemm import cpu_features  # noqa: E402
 from edgemm.backends.isolated import run_isolated  # noqa: E402
 from examples.av_digits import teacher_files  # noqa: E402
@@ -73,7 +73,8 @@ def main() -> int:
                          "agreement": a["agreement"], "max_abs_diff": a["max_abs_diff"], "seconds": None,
                          "backend": a["backend"], "settings": a.get("quantization")})
         t = time.perf_counter()
-        export.write_tflite(model, tmp / "stock.tflite", calib.inputs, full_int8=False)
+        graph = saved_model.Graph(export.export_saved_model(model, tmp / "saved_model"), keras_io(model)[0])
+        export.write_tflite(graph, tmp / "stock.tflite", calib.inputs, full_int8=False)
         rows.append(_row("stock TFLite default PTQ (float I/O, float fallback: not Edge TPU-ready)", tmp / "stock.tflite", "litert", val, reference,
                          time.perf_counter() - t))
         t = time.perf_counter()

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters import calibration, export, layer_error, metrics
+from converters import calibration, export, layer_error, metrics, saved_model
 from converters.gates import check_gates, gate_message, summary_table  # noqa: F401 (summary_table: CLI)
 from converters.shapes import parse_input_shapes
 from converters.sources import SourceModel, load_source
@@ -106,11 +106,6 @@ def _match(outputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.nda
     raise InputError(f"the artifact's outputs {sorted(outputs)} do not match the model's {names}")
 
 
-def _layout_entry(perms: layout.Perms) -> dict:
-    """The manifest's record of inputs laid out differently from the source model (edgemm.layout)."""
-    return {"layout": {n: {"perm": list(p)} for n, p in perms.items()}} if perms else {}
-
-
 def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:
     """Top-1 accuracy of the first classify head, when the validation set has labels."""
     name = next((n for n, h in heads.items() if h.head == "classify"), None)
@@ -138,10 +133,11 @@ class _Run:
 
     # -- validation -------------------------------------------------------------------------------
     def validate(self, key: str, kind: str, path: Path, backend_options: dict | None = None,
-                 perms: layout.Perms | None = None) -> dict:
+                 lay: layout.ArtifactLayout = layout.ArtifactLayout()) -> dict:
         self.log(f"  validating {path.name} in {kind} on {len(self.val)} held-out samples")
-        inputs = layout.to_artifact(self.val.inputs, perms or {})
+        inputs = layout.to_artifact(self.val.inputs, lay.inputs)
         outputs, info = self.stage("validate", run_isolated, kind, path, inputs, backend_options)
+        outputs = layout.to_source(outputs, lay.outputs)
         entry = self.artifacts.setdefault(key, {})
         entry.update(self.compare(outputs))
         entry.update({"backend": info["backend"], "inputs": info["inputs"], "outputs": info["outputs"],
@@ -300,8 +296,6 @@ class _Run:
             outputs = model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0)
             return {n: np.asarray(outputs[n], np.float32) for n in names}
         if self.source.kind == "saved_model":
-            from converters import saved_model
-
             return _match(saved_model.run(self.source.graph, self.val.inputs), names)
         runtime = "litert" if self.source.kind == "tflite" else "ort-cpu"
         outputs, _ = run_isolated(runtime, self.source.graph, self.val.inputs)
@@ -316,17 +310,16 @@ class _Run:
             return 100 * (1 - entry["agreement"])
         return max(0.0, 30.0 - entry["sqnr_db"])
 
-    def tflite_graph(self) -> tuple[Path, list, layout.Perms]:
-        """The SavedModel the TFLite artifacts are made from, its inputs (shapes settled, artifact layout)
-        and how those are permuted from the source's."""
+    def tflite_graph(self) -> tuple[saved_model.Graph, layout.ArtifactLayout]:
+        """The SavedModel the TFLite artifacts are made from, and how its layout differs from the source's."""
         source = self.source
         if source.kind == "keras":
             path = self.work / "keras_saved_model"
             if not path.exists():
                 self.stage("export_saved_model", export.export_saved_model, source.keras_model, path, source.inputs)
-            return path, source.inputs, {}
+            return saved_model.Graph(path, source.inputs), layout.ArtifactLayout()
         if source.kind == "saved_model":
-            return source.graph, source.inputs, {}
+            return saved_model.Graph(source.graph, source.inputs), layout.ArtifactLayout()
         from converters import onnx_tflite
 
         self.log("converting ONNX to a TensorFlow graph with onnx2tf (NHWC inputs)")
@@ -342,13 +335,13 @@ class _Run:
             self.quantize_tflite(int8_path, per_channel=True)
             self.edgetpu(int8_path)
             return
-        graph, inputs, perms = self.tflite_graph()
+        graph, lay = self.tflite_graph()
         self.log("exporting float TFLite")
-        self.stage("export_tflite", export.write_tflite, graph, inputs, float_path, None)
-        self.record("float_tflite", float_path, "tflite", "float32", **_layout_entry(perms))
-        self.validate("float_tflite", "litert", float_path, perms=perms)
+        self.stage("export_tflite", export.write_tflite, graph, float_path, None)
+        self.record("float_tflite", float_path, "tflite", "float32", **lay.entry())
+        self.validate("float_tflite", "litert", float_path, lay=lay)
         mode = self.options.tflite_weights
-        self.quantize_tflite(int8_path, mode == "per-channel", graph, inputs, perms)
+        self.quantize_tflite(int8_path, mode == "per-channel", graph, lay)
         entry = self.artifacts["int8_tflite"]
         budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
         drop = self.shortfall(entry)
@@ -358,15 +351,15 @@ class _Run:
                               f"{entry['agreement']}, SQNR {entry['sqnr_db']} dB); re-quantized with per-channel "
                               "weights")
             self.log("  " + self.notes[-1])
-            self.quantize_tflite(int8_path, True, graph, inputs, perms)
+            self.quantize_tflite(int8_path, True, graph, lay)
         self.edgetpu(int8_path)
 
-    def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: Path | None = None, inputs=None,
-                        perms: layout.Perms | None = None) -> None:
+    def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: saved_model.Graph | None = None,
+                        lay: layout.ArtifactLayout = layout.ArtifactLayout()) -> None:
         """Full-int8 TFLite: from the SavedModel `graph` with the TFLite converter, or from a float .tflite
         source with ai-edge-quantizer (no SavedModel to start from)."""
         granularity = "per-channel" if per_channel else "per-tensor"
-        calib = layout.to_artifact(self.calib.inputs, perms or {})
+        calib = layout.to_artifact(self.calib.inputs, lay.inputs)
         self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples keyed by input name, "
                  f"{granularity} weights)")
         if graph is None:
@@ -375,12 +368,12 @@ class _Run:
             self.stage("quantize_tflite", tflite_quant.quantize, self.source.graph, int8_path, calib)
             scheme = {"scheme": "full-int8 PTQ (ai-edge-quantizer static_wi8_ai8)"}
         else:
-            self.stage("quantize_tflite", export.write_tflite, graph, inputs, int8_path, calib, True, per_channel)
+            self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel)
             scheme = {"scheme": "full-int8 PTQ"}
         self.record("int8_tflite", int8_path, "tflite", "int8", quantization=scheme | {
             "weights": f"int8 {granularity} symmetric", "activations": "int8 per-tensor asymmetric"},
-            **_layout_entry(perms or {}))
-        self.validate("int8_tflite", "litert", int8_path, perms=perms)
+            **lay.entry())
+        self.validate("int8_tflite", "litert", int8_path, lay=lay)
 
     def edgetpu(self, int8_path: Path) -> None:
         ops = [edgetpu.Op(op["index"], op["name"],

@@ -62,24 +62,22 @@ def named_outputs(keras_model):
     return keras.Model(keras_model.input, dict(zip(names, keras_model.outputs)))
 
 
-def tflite_converter(saved_model: Path, inputs: list[Tensor], calib: dict[str, np.ndarray] | None,
-                     full_int8: bool = True, per_channel: bool = True):
-    """A TFLiteConverter for a SavedModel's serving signature; with `calib`, int8 post-training quantization.
+def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool = True, per_channel: bool = True):
+    """A TFLiteConverter for a SavedModel (converters.saved_model.Graph); with `calib`, int8 post-training
+    quantization.
 
-    inputs: the model's inputs with settled shapes; a signature that is not already static with batch 1
-    is traced again with those shapes. full_int8: int8 weights, activations, inputs and outputs, builtin
-    int8 ops only (what the Edge TPU compiler needs). False gives the stock converter's default PTQ
-    (int8 where it can, float inputs/outputs, float fallback).
+    A signature that is not already static with batch 1 and the source's names is traced again.
+    full_int8: int8 weights, activations, inputs and outputs, builtin int8 ops only (what the Edge TPU
+    compiler needs). False gives the stock converter's default PTQ (int8 where it can, float
+    inputs/outputs, float fallback).
     """
     import tensorflow as tf
 
-    from converters import saved_model as sm
-
-    static = {t.name: (1, *t.shape[1:]) if t.shape and t.shape[0] < 0 else t.shape for t in inputs}
-    if {t.name: t.shape for t in sm.signature_io(saved_model)[0]} == static:
-        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
+    static = graph.static_inputs
+    if graph.as_is():
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(graph.path))
     else:
-        function, loaded = sm.fixed_function(saved_model, inputs)
+        function, loaded = graph.concrete_function()
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     if calib is not None:
         if set(calib) != set(static):
@@ -95,11 +93,11 @@ def tflite_converter(saved_model: Path, inputs: list[Tensor], calib: dict[str, n
     return converter
 
 
-def write_tflite(saved_model: Path, inputs: list[Tensor], path: Path, calib: dict[str, np.ndarray] | None = None,
-                 full_int8: bool = True, per_channel: bool = True) -> Path:
+def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True,
+                 per_channel: bool = True) -> Path:
     """TFLite from a SavedModel (see tflite_converter), written atomically."""
     try:
-        flatbuffer = tflite_converter(saved_model, inputs, calib, full_int8, per_channel).convert()
+        flatbuffer = tflite_converter(graph, calib, full_int8, per_channel).convert()
     except InputError:
         raise
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...

@@ -8,6 +8,7 @@ onnx2tf (converters.onnx_tflite). TFLite is made from a concrete function with f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -64,16 +65,36 @@ def run(path: Path, inputs: dict[str, np.ndarray], batch: int = 256) -> dict[str
     return {k: np.concatenate(v).astype(np.float32) for k, v in results.items()}
 
 
-def fixed_function(path: Path, inputs: list[Tensor]):
-    """The serving signature traced with static shapes (batch 1); returns (function, the loaded object)."""
-    import tensorflow as tf
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    """A SavedModel to make TFLite from: its serving signature traced with static shapes (batch 1) and the
+    source model's tensor names (onnx2tf names outputs output_0, output_1, ...)."""
 
-    loaded, fn = _signature(path)
-    specs = {t.name: tf.TensorSpec((1, *t.shape[1:]) if t.shape and t.shape[0] < 0 else t.shape, tf.float32, name=t.name)
-             for t in inputs}
+    path: Path
+    inputs: list[Tensor]  # settled shapes in the graph's layout, named as in the source model
+    input_keys: dict[str, str] = dataclasses.field(default_factory=dict)  # source name -> signature key, if not equal
+    output_keys: dict[str, str] = dataclasses.field(default_factory=dict)  # signature key -> source name, if not equal
 
-    @tf.function(input_signature=[specs])
-    def serve(feeds):
-        return fn(**feeds)
+    @property
+    def static_inputs(self) -> dict[str, tuple[int, ...]]:
+        return {t.name: (1, *t.shape[1:]) if t.shape and t.shape[0] < 0 else t.shape for t in self.inputs}
 
-    return serve.get_concrete_function(), loaded
+    def as_is(self) -> bool:
+        """The SavedModel's own signature already is static, batch 1, with the source's names."""
+        return not self.input_keys and not self.output_keys and \
+            {t.name: t.shape for t in signature_io(self.path)[0]} == self.static_inputs
+
+    def concrete_function(self):
+        """(function, the loaded object that owns its variables) for TFLiteConverter.from_concrete_functions."""
+        import tensorflow as tf
+
+        loaded, fn = _signature(self.path)
+        specs = {name: tf.TensorSpec(shape, tf.float32, name=name) for name, shape in self.static_inputs.items()}
+        keys, renames = self.input_keys, self.output_keys
+
+        @tf.function(input_signature=[specs])
+        def serve(feeds):
+            outputs = fn(**{keys.get(name, name): value for name, value in feeds.items()})
+            return {renames.get(key, key): value for key, value in outputs.items()}
+
+        return serve.get_concrete_function(), loaded

@@ -117,7 +117,7 @@ def _dims(shape) -> tuple[int, ...]:
     return tuple(-1 if d is None else int(d) for d in shape)
 
 
-def _keras_io(model) -> tuple[list[Tensor], list[Tensor]]:
+def keras_io(model) -> tuple[list[Tensor], list[Tensor]]:
     names = list(getattr(model, "output_names", None) or [t.name.split(":")[0] for t in model.outputs])
     inputs = [Tensor(t.name.split(":")[0], _dims(t.shape), "float32") for t in model.inputs]
     return inputs, [Tensor(n, _dims(t.shape), "float32") for n, t in zip(names, model.outputs)]
@@ -125,7 +125,7 @@ def _keras_io(model) -> tuple[list[Tensor], list[Tensor]]:
 
 def keras_tensors(path: Path) -> tuple[list[Tensor], list[Tensor]]:
     """Input and output tensors of a .keras/.h5 model (for `edgemm spec`)."""
-    return _keras_io(load_keras(path))
+    return keras_io(load_keras(path))
 
 
 _ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 10: "float16", 9: "bool"}
@@ -202,7 +202,7 @@ def _open(path: Path, input_shapes: dict, code: Path | None, work: Path) -> Sour
             inputs, outputs = saved_model.signature_io(graph)
             return SourceModel(kind="saved_model", format=f"Keras {suffix} (legacy: loaded with tf_keras)",
                                inputs=inputs, outputs=outputs, graph=graph, **fields)
-        inputs, outputs = _keras_io(model)
+        inputs, outputs = keras_io(model)
         return SourceModel(kind="keras", format=f"Keras {suffix}", inputs=inputs, outputs=outputs,
                            keras_model=model, **fields)
     if suffix == ".tflite":

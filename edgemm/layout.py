@@ -25,9 +25,57 @@ def is_identity(perm) -> bool:
     return list(perm) == list(range(len(perm)))
 
 
-def read_perms(entry: dict | None) -> Perms:
-    """The "layout" entry of a manifest artifact: {input: {"perm": [...]}}."""
-    return {name: tuple(int(a) for a in v["perm"]) for name, v in (entry or {}).items()}
+def read_perms(entry: dict | None, side: str = "inputs") -> Perms:
+    """The "layout" entry of a manifest artifact: {"inputs": {name: {"perm": [...]}}, "outputs": {...}}."""
+    return {name: tuple(int(a) for a in v["perm"]) for name, v in ((entry or {}).get(side) or {}).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactLayout:
+    """How an artifact's inputs and outputs are permuted from the source model's (empty: not at all)."""
+
+    inputs: Perms = dataclasses.field(default_factory=dict)
+    outputs: Perms = dataclasses.field(default_factory=dict)
+
+    def entry(self) -> dict:
+        """The manifest's "layout" entry (only what differs), as keyword arguments for the artifact record."""
+        layout = {side: {n: {"perm": list(p)} for n, p in perms.items() if not is_identity(p)}
+                  for side, perms in (("inputs", self.inputs), ("outputs", self.outputs))}
+        layout = {k: v for k, v in layout.items() if v}
+        return {"layout": layout} if layout else {}
+
+
+def to_source(outputs: dict[str, np.ndarray], perms: Perms) -> dict[str, np.ndarray]:
+    """An artifact's outputs (one run, or samples on the first axis replacing the batch) in the source layout."""
+    return {n: v if n not in perms else v.transpose(np.argsort(perms[n])) for n, v in outputs.items()}
+
+
+class SourceLayoutOutputs:
+    """A backend whose outputs are given back in the source model's layout (transposed views, no copy), so
+    heads, state feedback and recorded outputs see what the spec describes."""
+
+    def __init__(self, backend, perms: Perms):
+        self._backend, self._perms = backend, perms
+        self.name, self.inputs = backend.name, backend.inputs
+        self.outputs = tuple(t if t.name not in perms else
+                             dataclasses.replace(t, shape=tuple(t.shape[a] for a in np.argsort(perms[t.name])))
+                             for t in backend.outputs)
+
+    @classmethod
+    def wrap(cls, backend, perms: Perms):
+        """`backend` itself when no output is permuted."""
+        perms = {n: p for n, p in perms.items() if not is_identity(p)}
+        return cls(backend, perms) if perms else backend
+
+    @property
+    def last_invoke_s(self):
+        return self._backend.last_invoke_s
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return to_source(self._backend.run(feeds), self._perms)
+
+    def __getattr__(self, name):  # anything else (providers, close...) is the wrapped backend's
+        return getattr(self._backend, name)
 
 
 def to_artifact(inputs: dict[str, np.ndarray], perms: Perms) -> dict[str, np.ndarray]:

@@ -53,11 +53,11 @@ class Manifest:
     spec: ModelSpec | None  # None for models converted without a spec (no live capture)
     data: dict  # the whole parsed document
 
-    def perms(self, name: str) -> dict[str, tuple[int, ...]]:
-        """Inputs of artifact `name` laid out differently from the source model's (edgemm.layout)."""
+    def perms(self, name: str, side: str = "inputs") -> dict[str, tuple[int, ...]]:
+        """Inputs (or outputs) of artifact `name` laid out differently from the source model's (edgemm.layout)."""
         from edgemm.layout import read_perms
 
-        return read_perms(self.artifacts[name].extra.get("layout"))
+        return read_perms(self.artifacts[name].extra.get("layout"), side)
 
     def spec_for(self, name: str) -> ModelSpec | None:
         """The spec that feeds artifact `name`: the source's, with each transform writing the artifact's layout."""
@@ -132,16 +132,19 @@ def _spec(data: dict, artifacts: dict[str, Artifact], file: Path) -> ModelSpec |
         raise InputError(f"{file}: bad model spec ({e})") from None
 
 
-def _check_layout(layout, inputs, file: Path, where: str) -> None:
+def _check_layout(layout, entry: dict, file: Path, where: str) -> None:
     if layout is None:
         return
-    _require(isinstance(layout, dict), file, f"{where}.layout must be an object")
-    ranks = {t.get("name"): len(t.get("shape") or ()) for t in inputs if isinstance(t, dict)}
-    for name, entry in layout.items():
-        perm = entry.get("perm") if isinstance(entry, dict) else None
-        _require(name in ranks, file, f"{where}.layout names {name!r}, which is not an input")
-        _require(isinstance(perm, list) and sorted(perm) == list(range(ranks[name])), file,
-                 f"{where}.layout.{name}.perm must be a permutation of the input's {ranks[name]} axes")
+    _require(isinstance(layout, dict) and set(layout) <= {"inputs", "outputs"}, file,
+             f"{where}.layout must be an object with 'inputs' and/or 'outputs'")
+    for side, perms in layout.items():
+        ranks = {t.get("name"): len(t.get("shape") or ()) for t in entry[side] if isinstance(t, dict)}
+        _require(isinstance(perms, dict), file, f"{where}.layout.{side} must be an object")
+        for name, value in perms.items():
+            perm = value.get("perm") if isinstance(value, dict) else None
+            _require(name in ranks, file, f"{where}.layout.{side} names {name!r}, which the artifact does not have")
+            _require(isinstance(perm, list) and sorted(perm) == list(range(ranks[name])), file,
+                     f"{where}.layout.{side}.{name}.perm must be a permutation of its {ranks[name]} axes")
 
 
 def _artifacts(data: dict, file: Path) -> dict[str, Artifact]:
@@ -155,7 +158,7 @@ def _artifacts(data: dict, file: Path) -> dict[str, Artifact]:
         _require(entry["precision"] in PRECISIONS, file, f"{where}.precision {entry['precision']!r} unknown")
         _require(isinstance(entry["file"], str) and "/" not in entry["file"] and entry["file"] not in ("", ".", ".."),
                  file, f"{where}.file must be a plain file name in the manifest's directory")
-        _check_layout(entry.get("layout"), entry["inputs"], file, where)
+        _check_layout(entry.get("layout"), entry, file, where)
         known = {"file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs"}
         artifacts[name] = Artifact(
             name=name, file=entry["file"], format=entry["format"], precision=entry["precision"],

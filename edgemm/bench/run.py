@@ -31,7 +31,7 @@ import numpy as np
 from edgemm import cpu_features
 from edgemm.backends import registry
 from edgemm.errors import InputError
-from edgemm.layout import to_artifact
+from edgemm.layout import to_artifact, to_source
 from edgemm.samples import read_npz
 from edgemm.manifest import check_inputs, load_manifest
 
@@ -93,6 +93,7 @@ def _accuracy(manifest, art, path: Path, val_inputs: dict, labels: np.ndarray) -
 
     outputs, info = run_isolated("litert" if art.format == "tflite" else "ort-cpu", path,
                                  to_artifact(val_inputs, manifest.perms(art.name)))
+    outputs = to_source(outputs, manifest.perms(art.name, "outputs"))
     check_inputs(art.inputs, info["inputs"], path)
     heads = manifest.spec.outputs if manifest.spec is not None else {}
     name = next((n for n, o in heads.items() if o.head == "classify"), None)

@@ -16,6 +16,7 @@ from edgemm.manifest import Manifest
 from edgemm.runtime.loop import RunOptions, Runner
 from edgemm.runtime.select import open_backend_for
 from edgemm.runtime.stats import StatsRecorder, check_stats_path, serve_metrics
+from edgemm.layout import SourceLayoutOutputs
 from edgemm.spec import ModelSpec
 
 
@@ -104,6 +105,7 @@ def run_session(manifest: Manifest, *, camera: str | None = None, mic: str | Non
     all_sources = [*cameras.values(), *mics.values()]
     try:
         selected = open_backend_for(manifest, backend, artifact, threads, profile=profile, note=note)
+        selected.backend = SourceLayoutOutputs.wrap(selected.backend, manifest.perms(selected.artifact, "outputs"))
         binding = bind_backend(manifest, selected)
     except BaseException:
         for source in all_sources:
