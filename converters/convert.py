@@ -322,24 +322,36 @@ class _Run:
             return saved_model.Graph(source.graph, source.inputs), layout.ArtifactLayout()
         from converters import onnx_tflite
 
-        self.log("converting ONNX to a TensorFlow graph with onnx2tf (NHWC inputs)")
-        return self.stage("onnx2tf", onnx_tflite.to_saved_model, source, self.work / "onnx2tf", self.log)
+        if source.kind == "tflite":  # no graph to read back: the ONNX way (converters/tflite_source.py says why)
+            source = dataclasses.replace(source, graph=self.onnx_of_tflite())
+        self.log("converting ONNX to a TensorFlow graph with onnx2tf")
+        return self.stage("onnx2tf", onnx_tflite.to_saved_model, source, self.work / "onnx2tf", self.log,
+                          keep_layout=self.source.kind == "tflite")
+
+    def onnx_of_tflite(self) -> Path:
+        """The float ONNX of a .tflite source (tf2onnx), made once for both formats."""
+        path = self.work / "from_tflite.onnx"
+        if not path.exists():
+            s = self.source
+            self.log(f"exporting float ONNX from the {s.format} (tf2onnx)")
+            self.stage("export_onnx", export.write_onnx_from_tf, s.graph, s.kind, path,
+                       [t.name for t in s.inputs], [t.name for t in s.outputs])
+        return path
 
     def tflite(self) -> None:
         float_path, int8_path = self.out / "float.tflite", self.out / "int8.tflite"
-        if self.source.kind == "tflite":
-            with atomic_path(float_path) as tmp:
-                shutil.copyfile(self.source.graph, tmp)
+        graph, lay = self.tflite_graph()
+        if self.source.kind == "tflite":  # the user's own float model, with static shapes
+            from converters import tflite_source
+
+            self.stage("export_tflite", tflite_source.static_copy, self.source.graph, float_path)
             self.record("float_tflite", float_path, "tflite", "float32")
             self.validate("float_tflite", "litert", float_path)
-            self.quantize_tflite(int8_path, per_channel=True)
-            self.edgetpu(int8_path)
-            return
-        graph, lay = self.tflite_graph()
-        self.log("exporting float TFLite")
-        self.stage("export_tflite", export.write_tflite, graph, float_path, None)
-        self.record("float_tflite", float_path, "tflite", "float32", **lay.entry())
-        self.validate("float_tflite", "litert", float_path, lay=lay)
+        else:
+            self.log("exporting float TFLite")
+            self.stage("export_tflite", export.write_tflite, graph, float_path, None)
+            self.record("float_tflite", float_path, "tflite", "float32", **lay.entry())
+            self.validate("float_tflite", "litert", float_path, lay=lay)
         mode = self.options.tflite_weights
         self.quantize_tflite(int8_path, mode == "per-channel", graph, lay)
         entry = self.artifacts["int8_tflite"]
@@ -354,25 +366,16 @@ class _Run:
             self.quantize_tflite(int8_path, True, graph, lay)
         self.edgetpu(int8_path)
 
-    def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: saved_model.Graph | None = None,
-                        lay: layout.ArtifactLayout = layout.ArtifactLayout()) -> None:
-        """Full-int8 TFLite: from the SavedModel `graph` with the TFLite converter, or from a float .tflite
-        source with ai-edge-quantizer (no SavedModel to start from)."""
+    def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: saved_model.Graph,
+                        lay: layout.ArtifactLayout) -> None:
         granularity = "per-channel" if per_channel else "per-tensor"
-        calib = layout.to_artifact(self.calib.inputs, lay.inputs)
         self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples keyed by input name, "
                  f"{granularity} weights)")
-        if graph is None:
-            from converters import tflite_quant
-
-            self.stage("quantize_tflite", tflite_quant.quantize, self.source.graph, int8_path, calib)
-            scheme = {"scheme": "full-int8 PTQ (ai-edge-quantizer static_wi8_ai8)"}
-        else:
-            self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel)
-            scheme = {"scheme": "full-int8 PTQ"}
-        self.record("int8_tflite", int8_path, "tflite", "int8", quantization=scheme | {
-            "weights": f"int8 {granularity} symmetric", "activations": "int8 per-tensor asymmetric"},
-            **lay.entry())
+        calib = layout.to_artifact(self.calib.inputs, lay.inputs)
+        self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel)
+        self.record("int8_tflite", int8_path, "tflite", "int8", quantization={
+            "scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
+            "activations": "int8 per-tensor asymmetric"}, **lay.entry())
         self.validate("int8_tflite", "litert", int8_path, lay=lay)
 
     def edgetpu(self, int8_path: Path) -> None:
@@ -406,10 +409,13 @@ class _Run:
         if source.kind == "keras":
             self.log("exporting float ONNX (tf2onnx)")
             self.stage("export_onnx", export.write_onnx_from_keras, source.keras_model, float_path)
-        elif source.kind in ("saved_model", "tflite"):
+        elif source.kind == "saved_model":
             self.log(f"exporting float ONNX from the {source.format} (tf2onnx)")
             self.stage("export_onnx", export.write_onnx_from_tf, source.graph, source.kind, float_path,
                        [t.name for t in source.inputs], [t.name for t in source.outputs])
+        elif source.kind == "tflite":
+            with atomic_path(float_path) as tmp:
+                shutil.copyfile(self.onnx_of_tflite(), tmp)
         else:
             with atomic_path(float_path) as tmp:
                 shutil.copyfile(source.graph, tmp)

@@ -71,6 +71,20 @@ def _prepared_copy(source, path: Path) -> tuple[Path, dict[str, str]]:
     return path, keys
 
 
+def _keep(bound) -> bool:
+    """Inputs onnx2tf must leave as they are (-kat): state and constants (fed back / fed as given), and
+    inputs the spec already lays out channels-last (an NHWC ONNX from tf2onnx: onnx2tf would take its H
+    for channels). Without a spec, onnx2tf's rule applies: rank 3+ inputs are NCHW / NCL."""
+    item = bound.spec
+    if len(bound.shape) < 3:
+        return False
+    if item.source == "camera":
+        return item.transform.layout != "NCHW"
+    if item.source == "mic":
+        return item.transform.axes[-1] != "time"
+    return True
+
+
 def _perm(source: tuple[int, ...], got: tuple[int, ...], keep: bool, where: str) -> tuple[int, ...]:
     """How onnx2tf permuted a tensor: channels last (NCHW -> NHWC, NCL -> NLC) or not at all."""
     rank = len(source)
@@ -81,16 +95,19 @@ def _perm(source: tuple[int, ...], got: tuple[int, ...], keep: bool, where: str)
     return fits[0]
 
 
-def to_saved_model(source, out: Path, log) -> tuple[Graph, ArtifactLayout]:
-    """Converts the ONNX source to a float SavedModel in `out`; returns it as a Graph named like the
-    source model, and the layouts of its inputs and outputs."""
+def to_saved_model(source, out: Path, log, keep_layout: bool = False) -> tuple[Graph, ArtifactLayout]:
+    """Converts the ONNX source (source.graph) to a float SavedModel in `out`; returns it as a Graph named like
+    the source model, and the layouts of its inputs and outputs. keep_layout: every input keeps its layout
+    (an ONNX made from a TFLite model, NHWC already)."""
     onnx2tf = find_onnx2tf()
     work = out.parent / (out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     model, keys = _prepared_copy(source, work / "model.onnx")
     np.save(work / _SAMPLE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
-    kept = [keys[n] for n, b in (source.binding.inputs.items() if source.binding else ())
-            if b.spec.source in ("state", "constant") and len(b.shape) >= 3]  # fed as given: keep their layout
+    if keep_layout:
+        kept = [keys[t.name] for t in source.inputs if len(t.shape) >= 3]
+    else:
+        kept = [keys[n] for n, b in (source.binding.inputs.items() if source.binding else ()) if _keep(b)]
     args = [str(onnx2tf), "-i", model.name, "-o", str(out), "-osd", "-n"] + (["-kat", *kept] if kept else [])
     env = dict(os.environ, PATH=os.pathsep.join([str(onnx2tf.parent), os.environ.get("PATH", "")]))
     try:

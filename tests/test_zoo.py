@@ -136,31 +136,3 @@ def test_spec_template_lists_every_tensor_and_binds(converted, tmp_path):
         assert set(spec.inputs) == {t.name for t in inputs} and set(spec.outputs) == {t.name for t in outputs}
         bind(spec, inputs, outputs)
         assert "GUESS" in result.output
-
-
-@pytest.mark.parametrize("converted", ["fused_nchw"], indirect=True)
-def test_pytorch_style_onnx_source_with_a_spec_converts_and_runs(converted, media, tmp_path):
-    """The README's hand-off: an NCHW ONNX file (here the float ONNX of the NCHW model, as torch.onnx.export
-    would write it, dynamic batch) with MODEL.yaml beside it -> int8 QDQ ONNX -> edgemm run on ORT."""
-    import shutil
-
-    import yaml
-
-    z, work, _ = converted
-    source = tmp_path / "av.onnx"
-    shutil.copyfile(work / "out" / "float.onnx", source)
-    source.with_suffix(".yaml").write_text(yaml.safe_dump(z.spec, sort_keys=False))
-    out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["convert", str(source), "--out", str(out), "--calib",
-                                       str(work / f"{z.name}_calib.npz"), "--val", str(work / f"{z.name}_val.npz")])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
-    assert set(report["artifacts"]) == {"float_onnx", "int8_onnx"}
-    assert report["artifacts"]["int8_onnx"]["heads"]["logits"]["agreement"] >= 0.95
-    stats = tmp_path / "stats.jsonl"
-    video, wav, order = media
-    result = CliRunner().invoke(main, ["run", "--model", str(out), "--camera", str(video), "--mic", str(wav),
-                                       "--unpaced", "--stats", str(stats)])
-    assert result.exit_code == 0, result.output
-    records, _ = read_stats(stats)
-    assert _segment_labels(records, order) == ["low", "mid", "high"]

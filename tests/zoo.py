@@ -9,6 +9,7 @@ rendered frames and audio through the spec's own transforms, as a user's data pi
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,104 @@ def write_data(zoo: Zoo, directory: Path) -> tuple[Path, Path]:
     np.savez(directory / f"{zoo.name}_calib.npz", **calib, label=labels)
     np.savez(directory / f"{zoo.name}_val.npz", **val, label=val_labels)
     return directory / f"{zoo.name}_calib.npz", directory / f"{zoo.name}_val.npz"
+
+
+# --- sources saved the way other tools save them (tests/test_sources.py, benchmarks/byom_sources.py) ---------
+
+_LEGACY_TRAIN = textwrap.dedent('''
+    """Builds, trains and saves a TF 2.x Keras model with a custom layer (run with TF_USE_LEGACY_TRAIN_KERAS=1)."""
+    import sys
+
+    import numpy as np
+    import tf_keras
+
+    sys.path.insert(0, sys.argv[3])
+    from custom import Scale
+
+    data = np.load(sys.argv[1])
+    x, y = data["image"], data["label"]
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input(x.shape[1:], name="image")
+    h = tf_keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    h = Scale(name="scale")(h)
+    h = tf_keras.layers.Conv2D(16, 3, strides=2, activation="relu")(h)
+    h = tf_keras.layers.GlobalAveragePooling2D()(h)
+    outputs = tf_keras.layers.Dense(3, activation="softmax", name="label")(h)
+    model = tf_keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    model.save(sys.argv[2])
+    if len(sys.argv) > 4:  # the same model with a Python lambda in it
+        lam = tf_keras.Model(inputs, tf_keras.layers.Lambda(lambda t: t * 1.0)(outputs))
+        lam.save(sys.argv[4])
+        model.save_weights(sys.argv[4] + ".weights.h5")
+''')
+
+_LEGACY_CUSTOM = textwrap.dedent('''
+    """The custom layer, written for TF 2.x Keras (tf_keras), as a user's project has it."""
+    import tf_keras
+
+
+    class Scale(tf_keras.layers.Layer):
+        def build(self, shape):
+            self.gain = self.add_weight(name="gain", shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.gain
+''')
+
+
+def write_legacy_h5(directory: Path, zoo: Zoo) -> tuple[Path, Path]:
+    """A TF 2.x Keras model with a custom layer, trained on `zoo`'s image input and saved by tf_keras (in a
+    child process, TF_USE_LEGACY_KERAS=1) as legacy.h5; also lambda.h5 (a Python lambda in it) and its
+    weights only (lambda.h5.weights.h5). Returns legacy.h5 and the custom layer's code (custom.py); both
+    models get a spec beside them."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "custom.py").write_text(_LEGACY_CUSTOM)
+    (directory / "train.py").write_text(_LEGACY_TRAIN)
+    x, labels = samples(zoo, 240, seed=1)
+    np.savez(directory / "train.npz", image=x["image"], label=labels)
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, str(directory / "train.py"), str(directory / "train.npz"),
+                    str(directory / "legacy.h5"), str(directory), str(directory / "lambda.h5")],
+                   env=env, check=True, timeout=600, capture_output=True)
+    spec = {"inputs": {"image": zoo.spec["inputs"]["image"]}, "outputs": {"label": {"head": "classify"}}}
+    for name in ("legacy", "lambda"):
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    return directory / "legacy.h5", directory / "custom.py"
+
+
+def shared_hw_onnx() -> bytes:
+    """An OCR-style classifier exported with H and W sharing one symbolic name: x is 1x3xSxS. Class k is
+    the brightest of the three channels (1x1 conv, ReLU, global average pool, softmax)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1) * 4 + rng.normal(0, 0.05, (3, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Softmax", ["f"], ["probs"], axis=1)]
+    graph = helper.make_graph(nodes, "ocr", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "size", "size"])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.flatten().tolist())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def shared_hw_data(directory: Path, n: int, height: int, width: int) -> Path:
+    """calib.npz for shared_hw_onnx() at one fixed size: random images whose class channel is brightest."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, n)
+    x = rng.uniform(0, 0.5, (n, 3, height, width)).astype(np.float32)
+    x[np.arange(n), labels] += 0.5
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / "calib.npz", x=x, label=labels)
+    return directory / "calib.npz"
