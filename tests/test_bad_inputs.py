@@ -91,7 +91,8 @@ MATRIX = [
     (["convert", "{root}/nope.keras", "--out", "{root}/o"], 3, "no such model file"),
     (["convert", "{root}/empty.keras", "--out", "{root}/o"], 3, "not a .keras file"),
     (["convert", "{root}/random.onnx", "--out", "{root}/o"], 3, "not a valid ONNX model"),
-    (["convert", "{root}/model.h5", "--out", "{root}/o"], 3, "unsupported model format"),
+    (["convert", "{root}/model.h5", "--out", "{root}/o"], 3, "not an HDF5 file"),
+    (["convert", "{root}/corrupt.wav", "--out", "{root}/o"], 3, "unsupported model format .wav"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/nan.npz"], 3, "contains NaN or Inf"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/empty.npz"], 3, "non-zero number of samples"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/shape.npz"], 3, "the model wants (4,)"),
@@ -113,7 +114,7 @@ MATRIX = [
       "--student", "{root}/student.yaml"], 3, "a student is a .keras model file"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--max-size", "12Q"], 2, "not a size"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/good_model/manifest.json"], 3, "exists and is not a directory"),
-    (["convert", "{root}/good_model", "--out", "{root}/o"], 3, "is a directory"),
+    (["convert", "{root}/good_model", "--out", "{root}/o"], 3, "a directory without saved_model.pb"),
     (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--target", "toaster"], 3, "unknown device profile"),
     # run
     (["run", "--model", "{root}/no_manifest", *CAM, *MIC], 3, "no manifest"),

@@ -169,7 +169,7 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                             options = {"provider_options": registry.tensorrt_options(
                                 art.precision, Path(model_dir) / "trt_cache")}
                         measured = _run_worker({"backend": backend, "path": str(path), "threads": n, "options": options,
-                                                "inputs": str(inputs_path), "runs": runs, "warmup": warmup,
+                                                "inputs": str(inputs_path), "declared": list(art.inputs), "runs": runs, "warmup": warmup,
                                                 "duration": duration}, timeout=600 + duration)
                         if "error" in measured:
                             log(f"  skipped: {measured['error']}")

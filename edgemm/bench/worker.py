@@ -23,6 +23,10 @@ def measure(job: dict) -> dict:
     rss_before = peak_rss_mb()
     t0 = time.perf_counter()
     backend = open_backend(job["backend"], job["path"], threads, **(job.get("options") or {}))
+    if job.get("declared") is not None:  # the manifest's inputs, before feeding what it declares
+        from edgemm.manifest import check_inputs
+
+        check_inputs(job["declared"], [t.to_dict() for t in backend.inputs], job["path"])
     init_ms = (time.perf_counter() - t0) * 1e3
     with np.load(job["inputs"]) as data:
         feeds = sample_feeds(backend, {k: data[k] for k in data.files}, 0)
