@@ -104,3 +104,26 @@ def test_fix_onnx_unties_a_symbol_shared_by_height_and_width(tmp_path):
     assert [d.dim_value for d in loaded.graph.output[0].type.tensor_type.shape.dim] == [1, 4, 48, 192]
     session = ort.InferenceSession(str(fixed), providers=["CPUExecutionProvider"])
     assert session.run(None, {"x": np.ones((1, 3, 48, 192), np.float32)})[0].shape == (1, 4, 48, 192)
+
+
+def test_outputs_come_back_in_the_source_layout_as_views():
+    from edgemm.backends import TensorInfo
+
+    class FakeBackend:  # stands in for a LiteRT model whose 4D output onnx2tf made NHWC
+        name, last_invoke_s = "fake", 0.001
+        inputs = (TensorInfo("x", (1, 4), "float32"),)
+        outputs = (TensorInfo("fmap", (1, 16, 16, 8), "float32"), TensorInfo("cls", (1, 5), "float32"))
+
+        def run(self, feeds):
+            return {"fmap": np.arange(16 * 16 * 8, dtype=np.float32).reshape(1, 16, 16, 8), "cls": np.ones((1, 5))}
+
+    fake = FakeBackend()
+    assert layout.SourceLayoutOutputs.wrap(fake, {"cls": (0, 1)}) is fake  # nothing permuted: no wrapper
+    wrapped = layout.SourceLayoutOutputs.wrap(fake, {"fmap": (0, 2, 3, 1)})
+    assert [t.shape for t in wrapped.outputs] == [(1, 8, 16, 16), (1, 5)]
+    out = wrapped.run({"x": np.zeros((1, 4), np.float32)})
+    np.testing.assert_array_equal(out["fmap"], fake.run({})["fmap"].transpose(0, 3, 1, 2))
+    assert wrapped.last_invoke_s == 0.001 and wrapped.name == "fake"
+    entry = layout.ArtifactLayout({"x": (0, 1)}, {"fmap": (0, 2, 3, 1)}).entry()
+    assert entry == {"layout": {"outputs": {"fmap": {"perm": [0, 2, 3, 1]}}}}
+    assert layout.read_perms(entry["layout"], "outputs") == {"fmap": (0, 2, 3, 1)}
