@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results_md import update_section  # noqa: E402
 from edgemm.bench.run import _run_worker, _sample_inputs, load_val  # noqa: E402
 from edgemm.manifest import load_manifest  # noqa: E402
+from edgemm.layout import to_artifact  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_vs_bare.py"
 
@@ -42,13 +43,13 @@ def main() -> int:
     val_inputs = None
     if args.val is not None:
         val_inputs, _ = load_val(args.val, {t["name"] for t in next(iter(manifest.artifacts.values())).inputs})
-    sample = _sample_inputs(manifest, val_inputs)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = Path(tmp) / "inputs.npz"
-        np.savez(inputs, **sample)
         for key, art in manifest.artifacts.items():
             path = manifest.artifact_path(key)
+            inputs = Path(tmp) / f"{key}.npz"  # the timed sample, in this artifact's layout
+            in_layout = None if val_inputs is None else to_artifact(val_inputs, manifest.perms(key))
+            np.savez(inputs, **_sample_inputs(art, in_layout))
             backend = "litert" if art.format == "tflite" else "ort-cpu"
             edge, bare = [], []
             for _ in range(args.rounds):
