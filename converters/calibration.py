@@ -16,6 +16,11 @@ from edgemm.errors import InputError
 from edgemm.samples import read_npz
 
 
+# Beyond this, an int8 scale (range / 255) and the products of scales the quantizers compute leave float32's
+# range; TFLite's quantizer has been seen to crash on calibration values near 3e38.
+MAX_ABS_VALUE = 1e15
+
+
 @dataclasses.dataclass(frozen=True)
 class Samples:
     inputs: dict[str, np.ndarray]  # name -> (N, ...) float32
@@ -45,6 +50,10 @@ def check_samples(samples: Samples, expected: dict[str, tuple[int, ...]], where:
             raise InputError(f"{where}: '{name}' is not numeric ({array.dtype})")
         if not np.isfinite(array).all():
             raise InputError(f"{where}: '{name}' contains NaN or Inf")
+        peak = max(float(array.max()), -float(array.min()))  # no |x| copy of a large array
+        if peak > MAX_ABS_VALUE:
+            raise InputError(f"{where}: '{name}' has values up to {peak:.3g}; int8 quantization scales cannot span "
+                             f"that range (|x| <= {MAX_ABS_VALUE:.0e}): scale the data as the model expects it")
     if samples.labels is not None and len(samples.labels) != counts.pop():
         raise InputError(f"{where}: 'label' has {len(samples.labels)} entries for {len(samples)} samples")
     return Samples({k: np.ascontiguousarray(v, np.float32) for k, v in samples.inputs.items()},

@@ -25,7 +25,9 @@ from typing import Callable
 import numpy as np
 
 from converters import calibration, export, layer_error, metrics, saved_model
+from converters.child import run_in_child
 from converters.gates import check_gates, gate_message, summary_table  # noqa: F401 (summary_table: CLI)
+from converters.output_dir import OutputDir
 from converters.shapes import parse_input_shapes
 from converters.sources import SourceModel, load_source
 from edgemm import __version__, cpu_features, edgetpu, layout
@@ -117,13 +119,13 @@ def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray 
 class _Run:
     """One conversion: holds the source, data, output directory and what was measured."""
 
-    def __init__(self, model: Path, out_dir: Path, options: ConvertOptions, log: Callable[[str], None]):
+    def __init__(self, model: Path, out_dir: Path, options: ConvertOptions, log: Callable[[str], None], work: Path):
         self.options, self.log, self.out = options, log, Path(out_dir)
         self.stages: dict[str, float] = {}
         self.artifacts: dict[str, dict] = {}
         self.notes: list[str] = []
         self.model_path = Path(model)
-        self.work = Path(tempfile.mkdtemp(prefix="edgemm-convert-"))  # intermediate files, removed at the end
+        self.work = Path(work)  # intermediate files (removed by the caller)
 
     def stage(self, name: str, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -157,16 +159,9 @@ class _Run:
                       "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}, **extra)
 
     # -- the steps --------------------------------------------------------------------------------
-    def run(self) -> dict:
-        try:
-            return self.steps()
-        finally:
-            shutil.rmtree(self.work, ignore_errors=True)
-
     def steps(self) -> dict:
         o = self.options
         started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
         self.log(f"loading {self.model_path}")
         self.source = source = self.stage("load", load_source, self.model_path, o.spec,
                                           parse_input_shapes(o.input_shapes), o.custom_code, self.work)
@@ -545,8 +540,16 @@ class _Run:
 
 def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions(),
             log: Callable[[str], None] = print) -> dict:
-    """Runs the conversion; returns the report. Raises GateError (after writing everything) if a gate fails."""
-    report = _Run(model, out_dir, options, log).run()
+    """Runs the conversion; returns the report. Raises GateError (after writing everything) if a gate fails.
+
+    The conversion runs in a child process (converters/child.py) and writes into a staging directory that
+    replaces `out_dir` only when it has finished (converters/output_dir.py).
+    """
+    inputs = [model, options.spec, options.calib, options.val, options.train, options.student, options.custom_code]
+    target = OutputDir(Path(out_dir), inputs)
+    with target as staging, tempfile.TemporaryDirectory(prefix="edgemm-convert-") as work:
+        report = run_in_child(Path(model), Path(out_dir), staging, Path(work), options, log)
+        target.commit()
     message = gate_message(report, out_dir)
     if message:
         raise GateError(message)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import zipfile
 from pathlib import Path
 
 from converters import shapes as shape_fix
+from edgemm import limits
 from edgemm.binding import Binding, Tensor, bind
 from edgemm.errors import InputError
 from edgemm.manifest import sha256_file
@@ -217,6 +219,15 @@ def _open(path: Path, input_shapes: dict, code: Path | None, work: Path) -> Sour
     raise InputError(f"{path}: unsupported model format {suffix or '(none)'}; give a {SUFFIXES}")
 
 
+def _check_declared_sizes(source: SourceModel, path: Path) -> None:
+    """Every tensor the model declares fits in memory as float32 samples, before anything is built from it
+    (a 77-byte ONNX can declare an output of 2^40 values)."""
+    for side, tensors in (("input", source.inputs), ("output", source.outputs)):
+        for t in tensors:
+            count = math.prod(d for d in t.shape if d > 0)
+            limits.check_bytes(4 * count, f"{path}: {side} '{t.name[:60]}' of shape {list(t.shape)[:8]}")
+
+
 def load_source(path: Path, spec_path: Path | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None,
                 code: Path | None = None, work: Path | None = None) -> SourceModel:
     """Loads MODEL and its spec (`spec_path`, or MODEL.yaml/.yml/.json beside it), and checks the spec
@@ -238,6 +249,7 @@ def load_source(path: Path, spec_path: Path | None = None, input_shapes: dict[st
         work = Path(tempfile.mkdtemp(prefix="edgemm-source-"))
     source = _open(path, dict(input_shapes or {}), code, Path(work))
     source.inputs = shape_fix.settle(source.inputs, dict(input_shapes or {}), str(path))
+    _check_declared_sizes(source, path)
     spec_file = Path(spec_path) if spec_path else find_spec_file(path)
     if spec_file is not None:
         names = [t.name for t in source.inputs], [t.name for t in source.outputs]

@@ -6,7 +6,9 @@ Every :class:`EdgemmError` becomes a one-line message and its exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
 
 import click
@@ -28,13 +30,28 @@ class EdgemmGroup(click.Group):
             ctx.exit(e.exit_code)
 
 
-def _converters() -> None:
-    """Imports the converter side (TensorFlow/Keras), or explains how to get it."""
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM (a cancelled CI job, `kill`) unwinds like Ctrl-C, so the cleanup runs: the child processes are
+    stopped, the staging directory is removed and the previous output directory stays as it was."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        import converters.convert  # noqa: F401
-        import keras  # noqa: F401
-    except ImportError as e:
-        raise DependencyError(f"this command needs the converter extra ({e.name} missing): pip install 'edgemm[convert]'")
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _converters() -> None:
+    """Checks that the converter side (TensorFlow/Keras) is installed, or explains how to get it. Only looked
+    up, not imported: convert runs it in a child process, and importing TensorFlow here would cost seconds."""
+    import importlib.util
+
+    for name in ("tensorflow", "keras", "tf2onnx", "onnx"):
+        if importlib.util.find_spec(name) is None:
+            raise DependencyError(f"this command needs the converter extra ({name} missing): pip install 'edgemm[convert]'")
 
 
 @click.group(cls=EdgemmGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,7 +187,8 @@ def convert(model, out, calib, val, train, calib_samples, method, per_channel, t
     check_output_dir(out, "--out")
 
     try:
-        report = run_convert(model, out, options, log=log)
+        with _sigterm_unwinds():
+            report = run_convert(model, out, options, log=log)
     except GateError:
         import json as _json
 

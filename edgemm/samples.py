@@ -3,24 +3,54 @@ and an optional `label` array of class indices. Read by convert (--calib, --val,
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from edgemm import limits
 from edgemm.errors import InputError
+
+_NUMERIC = "biuf"  # bool, signed, unsigned, float
+
+
+def _check_headers(path: Path, what: str) -> None:
+    """Reads every member's .npy header (not its data): numeric arrays of at least one axis, whose declared
+    sizes together fit the memory budget. A few-MB compressed .npz can declare gigabytes."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:  # 3.0 exists only for structured dtypes with non-latin-1 field names
+                    raise ValueError(f"'{info.filename[:60]}' is not a plain numeric array (.npy {version})")
+            name = info.filename.removesuffix(".npy")[:60]
+            if dtype.kind not in _NUMERIC or dtype.fields is not None:
+                raise InputError(f"{path}: '{name}' is not numeric ({str(dtype)[:40]}); {what} arrays hold numbers")
+            if len(shape) == 0:
+                raise InputError(f"{path}: '{name}' is a 0-d scalar; {what} arrays have a first axis of samples")
+            total += math.prod(shape) * dtype.itemsize
+    limits.check_bytes(total, f"{path}: its arrays")
 
 
 def read_npz(path: Path, what: str = "calibration") -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(arrays by name, labels or None); never unpickles (allow_pickle=False)."""
     path = Path(path)
     try:
+        _check_headers(path, what)
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise InputError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a {what} .npz file") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npz of arrays ({e})") from None
+        raise InputError(f"{path}: not a readable .npz of arrays ({str(e)[:200]})") from None
     labels = arrays.pop("label", None)
     if labels is not None:
         labels = np.asarray(labels).astype(np.int64).reshape(-1)

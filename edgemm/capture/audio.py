@@ -17,21 +17,30 @@ from pathlib import Path
 import numpy as np
 
 from edgemm.errors import DependencyError, InputError
-from edgemm.transforms.signal import resample
+from edgemm.transforms.signal import resample_blocks
 from edgemm.runtime.ring import AudioRing
-from edgemm.wav import read_wav
+from edgemm.wav import WavReader
 
 
 class WavSource:
     """A WAV file as a microphone. realtime: chunks are released at the pace of the audio;
-    otherwise the loop calls `feed_until(t)` (media time on the session clock)."""
+    otherwise the loop calls `feed_until(t)` (media time on the session clock).
+
+    The file is read and resampled block by block as it plays (edgemm.transforms.signal.resample_blocks),
+    so an hour-long recording costs no more memory than a second."""
 
     def __init__(self, path, rate: int, chunk: int = 320, realtime: bool = True, clock_start: float | None = None):
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: no such WAV file")
-        samples, file_rate = read_wav(path)
-        self.samples = resample(samples, file_rate, rate) if file_rate != rate else samples
+        self._reader = WavReader(path)
+        file_rate = self._reader.rate
+        if self._reader.frames == 0:
+            self._reader.close()
+            raise InputError(f"{path}: the WAV file holds no audio samples")
+        self._blocks = resample_blocks(self._reader.read, self._reader.frames, file_rate, rate)
+        self._pending = np.zeros(0, np.float32)  # resampled, not yet written to the ring
+        self._exhausted = False
         self.rate, self.chunk, self.realtime = int(rate), int(chunk), realtime
         self.clock_start = time.monotonic() if clock_start is None else clock_start
         self.ring = AudioRing(self.rate)
@@ -43,14 +52,25 @@ class WavSource:
 
     @property
     def ended(self) -> bool:
-        return self._pos >= self.samples.size
+        return self._exhausted and self._pending.size == 0
+
+    def _take(self, n: int) -> np.ndarray:
+        """Up to n resampled samples, reading the next block when the pending one runs out."""
+        while self._pending.size == 0 and not self._exhausted:
+            self._pending = next(self._blocks, None)
+            if self._pending is None:
+                self._pending, self._exhausted = np.zeros(0, np.float32), True
+                self._reader.close()
+        out, self._pending = self._pending[:n], self._pending[n:]
+        return out
 
     def feed_until(self, t: float) -> None:
-        end = min(self.samples.size, max(self._pos, int(round((t - self.clock_start) * self.rate))))
-        while self._pos < end:
-            stop = min(end, self._pos + self.chunk)
-            self.ring.write(self.samples[self._pos : stop], self.clock_start + stop / self.rate)
-            self._pos = stop
+        end = max(self._pos, int(round((t - self.clock_start) * self.rate)))
+        while self._pos < end and not self.ended:
+            block = self._take(min(self.chunk, end - self._pos))
+            self._pos += block.size
+            if block.size:
+                self.ring.write(block, self.clock_start + self._pos / self.rate)
 
     def start(self) -> "WavSource":
         if self.realtime:

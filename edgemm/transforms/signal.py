@@ -74,6 +74,30 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     return out
 
 
+def resample_blocks(read, n_in: int, orig_rate: int, target_rate: int, block: int = 1 << 18):
+    """Yields `resample(read(0, n_in), orig_rate, target_rate)` block by block, with memory bounded by a block.
+
+    read(start, stop) returns input samples [start, stop). Each block is resampled with enough input on
+    either side to cover the filter, cut where input and output sample times coincide (multiples of
+    `down` inputs), and trimmed, so the blocks join into exactly the whole-signal result.
+    """
+    if orig_rate == target_rate:
+        for a in range(0, n_in, block):
+            yield read(a, min(n_in, a + block))
+        return
+    g = math.gcd(int(orig_rate), int(target_rate))
+    up, down = int(target_rate) // g, int(orig_rate) // g
+    _, half_len = _resample_filter(up, down)
+    pad = -(-(half_len // up + 2) // down) * down  # the filter's reach in input samples, whole periods of `down`
+    step = max(down, block // down * down)
+    for a in range(0, n_in, step):
+        b = min(n_in, a + step)
+        lo, hi = max(0, a - pad), min(n_in, b + pad)
+        y = resample(read(lo, hi), orig_rate, target_rate)
+        first = (a - lo) * up // down
+        yield y[first : first + (-(-b * up // down) - a * up // down)]
+
+
 def fit_window(samples: np.ndarray, length: int, offset: int | None = None) -> np.ndarray:
     """Pads or crops a clip to `length` samples.
 
