@@ -58,17 +58,16 @@ class OutputDir:
 
     def __enter__(self) -> Path:
         out = self.out
-        if out.exists():
-            if not out.is_dir():
-                raise InputError(f"--out {out}: exists and is not a directory")
-            if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-                raise InputError(f"--out {out}: a non-empty directory that is not an edgemm output (no "
-                                 f"{MANIFEST_NAME}); convert replaces the whole directory: give a new or empty one")
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out}: exists and is not a directory")
         resolved = out.resolve()
         for path in self.inputs:
             if _inside(path, resolved):
                 raise InputError(f"--out {out}: holds {path}, an input of this convert; convert replaces the "
                                  "whole directory: give another --out")
+        if out.exists() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+            raise InputError(f"--out {out}: a non-empty directory that is not an edgemm output (no "
+                             f"{MANIFEST_NAME}); convert replaces the whole directory: give a new or empty one")
         out.parent.mkdir(parents=True, exist_ok=True)
         self._lock = open(out.parent / f".{out.name}.edgemm-lock", "a")
         try:

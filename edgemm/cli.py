@@ -354,6 +354,9 @@ def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipe
     if report_dir is None:
         raise click.UsageError("--report OUT is required when benchmarking")
     check_output_dir(report_dir, "--report")  # before minutes of measuring, not after
+    if (report_dir / "manifest.json").is_file():  # its report.json is convert's
+        raise InputError(f"--report {report_dir}: a model directory (it holds manifest.json), whose files "
+                         "belong to convert: give another directory")
     result = run_bench(
         list(model_dirs), backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
         threads=_int_list(threads), runs=runs, warmup=warmup, duration=duration,

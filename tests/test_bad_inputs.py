@@ -2,15 +2,24 @@
 
 Each row: the command line, the documented exit code (README "Exit codes") and a fragment of the one-line
 error. Every failing row must print exactly one `Error:` line (or click's usage error), no traceback, and
-leave an existing stats file, artifact and manifest exactly as they were.
+leave an existing stats file, artifact and manifest exactly as they were. Rows marked LIMITED feed hostile
+sizes: they run as a separate `python -m edgemm` process under an address-space limit (MEMORY_LIMIT), so a
+regression shows as a MemoryError or a kill instead of taking the test machine down.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import io
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 import wave
+import zipfile
 
 import numpy as np
 import pytest
@@ -72,9 +81,57 @@ def bad(tmp_path_factory, converted_teacher, demo_media):
         w.writeframes(bytes(8000 * 2 * 2 * 3))
     (root / "video.avi").write_bytes(demo_media.video.read_bytes())
     (root / "audio.wav").write_bytes(demo_media.audio.read_bytes())
+    _hostile_files(root)
     (root / "no_sound_server").mkdir(mode=0o700)
     (root / "stats.jsonl").write_text('{"t": 1.0, "earlier": "record"}\n')
     return root
+
+
+def _write_wav(path, rate: int, frames: bytes, channels: int = 1) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+
+
+def _hostile_files(root):
+    """Files that declare sizes they do not hold, data that breaks converters, inputs inside --out."""
+    import keras
+    import onnx
+    from onnx import TensorProto, helper
+
+    header = io.BytesIO()  # a stored .npz whose header declares 10^12 float32 values and holds 16 bytes
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    with zipfile.ZipFile(root / "bomb.npz", "w") as z:
+        z.writestr("x.npy", header.getvalue() + bytes(16))
+    np.savez(root / "scalar.npz", x=np.float32(1.0))
+    np.savez(root / "strings.npz", x=np.array(["a", "b"]))
+    np.savez(root / "extreme.npz", x=np.random.default_rng(0).choice([-3e38, 3e38], (20, 4)).astype(np.float32))
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2**40])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), root / "huge_output.onnx")
+    _write_wav(root / "one_hz.wav", 1, bytes(20000))  # 10000 s at 1 Hz: hours of audio once resampled
+    _write_wav(root / "giga_hz.wav", 2_000_000_000, bytes(2000))
+    _write_wav(root / "silent.wav", 16000, b"")
+    inside = root / "inside"  # --out holding the source model
+    inside.mkdir()
+    shutil.copy(root / "tiny.keras", inside / "student.keras")
+    (root / "not_edgemm").mkdir()
+    (root / "not_edgemm" / "thesis.tex").write_text("years of work")
+    # a custom layer whose native code crashes: stands for a converter or runtime that segfaults on a model
+    (root / "crash_layers.py").write_text(
+        "import ctypes\nimport keras\n\n\n@keras.saving.register_keras_serializable(package='t')\n"
+        "class Boom(keras.layers.Layer):\n    def call(self, x):\n        ctypes.string_at(0)\n        return x\n")
+
+    @keras.saving.register_keras_serializable(package="t")
+    class Boom(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    x = keras.Input((4,), name="x")
+    keras.Model(x, keras.layers.Dense(2, activation="softmax")(Boom()(x))).save(root / "boom.keras")
 
 
 def _edit_manifest(directory, edit):
@@ -83,6 +140,8 @@ def _edit_manifest(directory, edit):
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
+LIMITED = "limited"  # run in a child process under MEMORY_LIMIT
+MEMORY_LIMIT = 10 << 30  # bytes of address space: TensorFlow maps ~4 GB at import, the rows need no more
 M = "{root}/good_model"
 CAM = ["--camera", "{root}/video.avi"]
 MIC = ["--mic", "{root}/audio.wav"]
@@ -152,6 +211,31 @@ MATRIX = [
     (["bench", M, "--report", "{root}/r", "--val", "{root}/wrong_name.npz"], 3, "do not match the model inputs"),
     (["bench", M, "--report", "{root}/r", "--val", "{root}/nope.npz"], 3, "no such validation file"),
     (["profiles", "show", "toaster"], 3, "unknown device profile"),
+    # memory: sizes declared by files are checked before anything is allocated
+    (["convert", "{root}/huge_output.onnx", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz"], 3,
+     "output 'y' of shape [1, 1099511627776] would need", LIMITED),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/bomb.npz"], 3, "would need 4e+03 GB",
+     LIMITED),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/scalar.npz"], 3, "'x' is a 0-d scalar"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/strings.npz"], 3, "'x' is not numeric"),
+    (["bench", M, "--report", "{root}/r", "--val", "{root}/bomb.npz"], 3, "would need 4e+03 GB", LIMITED),
+    (["run", "--model", M, *CAM, "--mic", "{root}/one_hz.wav", "--unpaced"], 3, "WAV header has rate 1 Hz", LIMITED),
+    (["run", "--model", M, *CAM, "--mic", "{root}/giga_hz.wav", "--unpaced"], 3, "rate 2000000000 Hz", LIMITED),
+    (["run", "--model", M, *CAM, "--mic", "{root}/silent.wav", "--unpaced"], 3, "holds no audio samples"),
+    # crashes: the conversion runs in a child process
+    (["convert", "{root}/boom.keras", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz", "--custom-code",
+      "{root}/crash_layers.py"], 3, "convert crashed (killed by SIGSEGV)", LIMITED),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/extreme.npz"], 3, "has values up to 3e+38"),
+    # lost or damaged work: the output directory is one unit
+    (["convert", "{root}/inside/student.keras", "--out", "{root}/inside", "--calib", "{root}/tiny_calib.npz",
+      "--prune", "0.5"], 3, "an input of this convert"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/good_model", "--calib", "{root}/good_model/int8.tflite"], 3,
+     "an input of this convert"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/not_edgemm", "--calib", "{root}/tiny_calib.npz"], 3,
+     "not an edgemm output"),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/locked", "--calib", "{root}/tiny_calib.npz"], 3,
+     "another edgemm convert is writing it"),
+    (["bench", M, "--report", M], 3, "a model directory"),
 ]
 
 
@@ -159,8 +243,28 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("args,code,message", MATRIX, ids=[" ".join(a[:3]) + f" #{i}" for i, (a, _, _) in enumerate(MATRIX)])
-def test_bad_input_matrix(bad, args, code, message):
+def _limited(argv, env) -> tuple[int, str]:
+    """`python -m edgemm ARGV` under an address-space limit: (exit code, stdout + stderr)."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    proc = subprocess.run([sys.executable, "-m", "edgemm", *argv], capture_output=True, text=True, env=env,
+                          preexec_fn=limit, timeout=300, stdin=subprocess.DEVNULL)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def held_lock(bad):
+    """Another convert writing {root}/locked: its lock is held."""
+    with open(bad / ".locked.edgemm-lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.mark.parametrize("row", MATRIX, ids=[" ".join(r[0][:3]) + f" #{i}" for i, r in enumerate(MATRIX)])
+def test_bad_input_matrix(bad, held_lock, row):
+    args, code, message, *mode = row
     stats = bad / "stats.jsonl"
     protected = [stats, bad / "good_model" / "int8.tflite", bad / "good_model" / "manifest.json"]
     before = {p: _digest(p) for p in protected}
@@ -169,15 +273,22 @@ def test_bad_input_matrix(bad, args, code, message):
         argv += ["--stats", str(stats)]
     # no sound server is reachable from the rows (a machine without audio devices)
     no_audio = {"XDG_RUNTIME_DIR": str(bad / "no_sound_server"), "PULSE_SERVER": None}
-    result = CliRunner().invoke(main, argv, env=no_audio)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
+    if mode == [LIMITED]:
+        exit_code, output = _limited(argv, no_audio)
+        stderr = output
+    else:
+        result = CliRunner().invoke(main, argv, env=no_audio)
+        exit_code, output, stderr = result.exit_code, result.output, result.stderr
+    assert exit_code == code, output
+    assert "Traceback" not in output
     if code:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-        assert len(errors) == 1 and message in errors[0], result.stderr
+        errors = [line for line in stderr.splitlines() if line.startswith("Error")]
+        assert len(errors) == 1 and message in errors[0], stderr
     for p in protected[1:]:
         assert _digest(p) == before[p]  # artifacts and manifest untouched
     assert stats.read_text().startswith('{"t": 1.0, "earlier": "record"}\n')  # earlier records never lost
+    assert not list(bad.glob(".*.staging-*"))  # no half-written output directory left behind
+    assert (bad / "inside" / "student.keras").is_file() and (bad / "not_edgemm" / "thesis.tex").is_file()
 
 
 def test_matrix_size_is_recorded():
