@@ -23,9 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
+from tests.test_bad_inputs import MEMORY_LIMIT  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/reliability.py"
-TESTS = ["tests/test_bad_inputs.py", "tests/test_reliability.py", "tests/test_run.py::test_sigterm_writes_the_summary",
+# Hardening tests by the class of fault they cover (issue 14), besides the bad-input matrix.
+CLASSES = {"test_output_dir": "output directory as one unit (SIGTERM, racing converts, swap)",
+           "test_typed_readers": "typed readers (manifest, reports, profiles, specs, JSON depth)",
+           "test_no_hang": "no hang (stalled cameras, FIFOs, stats, metrics server)",
+           "test_onnx_hygiene": "ONNX hygiene and bounded-memory reports"}
+TESTS = [*(f"tests/{name}.py" for name in CLASSES),
+         "tests/test_bad_inputs.py", "tests/test_reliability.py", "tests/test_run.py::test_sigterm_writes_the_summary",
          "tests/test_run.py::test_kill_9_leaves_complete_parseable_lines",
          "tests/test_run.py::test_bad_run_inputs_are_one_line_errors"]
 
@@ -96,6 +103,13 @@ def summarise(cases: list[dict], examples: dict[str, int]) -> str:
     ]
     for c in faults:
         lines.append(f"| {c['props']['fault']} | {c['props'].get('injected', 1)} | {c['outcome']} |")
+    lines += ["", "| hardening tests | tests | passed |", "|---|---|---|"]
+    for name, title in CLASSES.items():
+        mine = [c for c in cases if c["file"] == name]
+        lines.append(f"| {title} | {len(mine)} | {sum(c['outcome'] == 'passed' for c in mine)} |")
+    limited = [c for c in bad if c["props"].get("limited")]
+    lines += ["", f"Bad-input rows run under a {MEMORY_LIMIT >> 30} GiB address-space limit (hostile sizes): "
+              f"{len(limited)}, passed {sum(c['outcome'] == 'passed' for c in limited)}."]
     skipped = [c["name"] for c in cases if c["outcome"] == "skipped"]
     if skipped:
         lines += ["", f"Skipped here (missing tools): {', '.join(skipped)}"]

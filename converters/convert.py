@@ -42,6 +42,9 @@ TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "ort-cpu", "ai-edge-litert", 
 # kernels than when its QDQ graph is evaluated in float (fake quantization) by more than this
 # many points has met kernel saturation, not quantization error.
 SATURATION_POINTS = 0.5
+# Samples per float-model batch: large batches of a ResNet-50-class model hold gigabytes of activations, and
+# peak memory must not depend on how many samples are validated.
+PREDICT_BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +231,8 @@ class _Run:
         rows = []
 
         def row(stage: str, model, seconds: float | None = None) -> None:
-            probs = model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0).reshape(len(self.val), -1)
+            probs = model.predict(self._x(model, self.val.inputs), batch_size=PREDICT_BATCH,
+                                  verbose=0).reshape(len(self.val), -1)
             acc = None if self.val.labels is None else round(float(np.mean(probs.argmax(1) == self.val.labels)), 4)
             rows.append({"stage": stage, "parameters": int(model.count_params()), "macs": count_macs(model),
                          "float32_weight_bytes": 4 * int(model.count_params()), "accuracy": acc,
@@ -288,7 +292,7 @@ class _Run:
         names = [t.name for t in self.source.outputs]
         if self.source.kind == "keras":
             model = export.named_outputs(self.source.keras_model)
-            outputs = model.predict(self._x(model, self.val.inputs), batch_size=256, verbose=0)
+            outputs = model.predict(self._x(model, self.val.inputs), batch_size=PREDICT_BATCH, verbose=0)
             return {n: np.asarray(outputs[n], np.float32) for n in names}
         if self.source.kind == "saved_model":
             return _match(saved_model.run(self.source.graph, self.val.inputs), names)

@@ -51,7 +51,7 @@ def signature_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:
     return inputs, outputs
 
 
-def run(path: Path, inputs: dict[str, np.ndarray], batch: int = 256) -> dict[str, np.ndarray]:
+def run(path: Path, inputs: dict[str, np.ndarray], batch: int = 32) -> dict[str, np.ndarray]:
     """The serving signature's outputs for `inputs` (first axis = samples), keyed by output name."""
     import tensorflow as tf
 

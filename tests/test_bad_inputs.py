@@ -115,6 +115,12 @@ def _hostile_files(root):
     _write_wav(root / "one_hz.wav", 1, bytes(20000))  # 10000 s at 1 Hz: hours of audio once resampled
     _write_wav(root / "giga_hz.wav", 2_000_000_000, bytes(2000))
     _write_wav(root / "silent.wav", 16000, b"")
+    os.mkfifo(root / "fifo")
+    import cv2
+
+    writer = cv2.VideoWriter(str(root / "one_frame.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
     inside = root / "inside"  # --out holding the source model
     inside.mkdir()
     shutil.copy(root / "tiny.keras", inside / "student.keras")
@@ -236,6 +242,14 @@ MATRIX = [
     (["convert", "{root}/tiny.keras", "--out", "{root}/locked", "--calib", "{root}/tiny_calib.npz"], 3,
      "another edgemm convert is writing it"),
     (["bench", M, "--report", M], 3, "a model directory"),
+    (["run", "--model", M, *CAM, *MIC, "--stats", M + "/manifest.json"], 3, "model directory"),
+    (["run", "--model", M, *CAM, *MIC, "--stats", M + "/decisions.jsonl"], 3, "model directory"),
+    # hangs and tracebacks at run time
+    (["run", "--model", M, *CAM, *MIC, "--stats", "{root}/fifo"], 3, "not a regular file"),
+    (["run", "--model", M, *CAM, *MIC, "--stats", "/dev/full"], 3, "not a regular file"),
+    (["run", "--model", M, "--camera", "99999999999999999999", *MIC], 3, "out of range"),
+    (["run", "--model", M, *CAM, "--mic", "99999999999999999999"], 3, "99999999999999999999"),
+    (["run", "--model", M, "--camera", "{root}/one_frame.avi", *MIC], 3, "holds a single frame"),
 ]
 
 
@@ -263,8 +277,10 @@ def held_lock(bad):
 
 
 @pytest.mark.parametrize("row", MATRIX, ids=[" ".join(r[0][:3]) + f" #{i}" for i, r in enumerate(MATRIX)])
-def test_bad_input_matrix(bad, held_lock, row):
+def test_bad_input_matrix(bad, held_lock, row, record_property):
     args, code, message, *mode = row
+    if mode == [LIMITED]:
+        record_property("limited", 1)  # counted by benchmarks/reliability.py
     stats = bad / "stats.jsonl"
     protected = [stats, bad / "good_model" / "int8.tflite", bad / "good_model" / "manifest.json"]
     before = {p: _digest(p) for p in protected}

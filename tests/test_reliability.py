@@ -400,7 +400,8 @@ def test_metrics_endpoint_binds_to_loopback_and_a_busy_port_is_one_line():
     import urllib.request
 
     from edgemm.cli import main
-    from edgemm.runtime.stats import StatsRecorder, serve_metrics
+    from edgemm.runtime.metrics import serve_metrics
+    from edgemm.runtime.stats import StatsRecorder
 
     assert next(p for p in main.commands["run"].params if p.name == "metrics_host").default == "127.0.0.1"
     server = serve_metrics(StatsRecorder(None), 0)

@@ -11,7 +11,8 @@ from edgemm.runtime.postprocess import Smoother, activate
 from edgemm.runtime.ring import AudioRing
 from edgemm.transforms import v1 as preprocess
 from edgemm.transforms.audio import IncrementalFeatures
-from edgemm.runtime.stats import StatsRecorder, describe, prometheus_text, read_stats
+from edgemm.runtime.metrics import prometheus_text
+from edgemm.runtime.stats import StatsRecorder, describe, read_stats
 
 
 def test_ring_maps_time_to_samples_and_wraps():

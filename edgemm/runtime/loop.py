@@ -231,7 +231,8 @@ class Runner:
         c = self.recorder.counters
         if self.camera is not None:
             c.update({"frames_captured": self.camera.frames_captured, "frames_dropped": self.camera.frames_dropped,
-                      "camera_reconnects": self.camera.reconnects, "camera_read_errors": self.camera.read_errors})
+                      "camera_reconnects": self.camera.reconnects, "camera_read_errors": self.camera.read_errors,
+                      "camera_stalls": self.camera.stalls})
         if self.mic is not None:
             ring = self.mic.ring
             c.update({"audio_overflows": ring.overflows, "audio_timestamp_repairs": ring.gaps,

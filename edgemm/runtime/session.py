@@ -15,7 +15,8 @@ from edgemm.errors import InputError
 from edgemm.manifest import Manifest
 from edgemm.runtime.loop import RunOptions, Runner
 from edgemm.runtime.select import open_backend_for
-from edgemm.runtime.stats import StatsRecorder, check_stats_path, serve_metrics
+from edgemm.runtime.metrics import serve_metrics
+from edgemm.runtime.stats import StatsRecorder, check_stats_path
 from edgemm.layout import SourceLayoutOutputs
 from edgemm.spec import ModelSpec
 

@@ -1,4 +1,4 @@
-"""Latency statistics: one JSON line per inference, a summary, and a Prometheus text endpoint.
+"""Latency statistics: one JSON line per inference and a summary (served to Prometheus by runtime/metrics.py).
 
 Stages (milliseconds unless named otherwise):
   frame_age      camera capture -> the loop took the frame
@@ -18,12 +18,14 @@ Stages (milliseconds unless named otherwise):
 from __future__ import annotations
 
 import json
-import math
 import os
+import queue
 import resource
+import stat
+import sys
 import threading
 from array import array
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ from edgemm.errors import InputError
 STAGES = ("frame_age", "audio_age", "pairing_error", "image_pre", "audio_wait", "audio_features", "inference",
           "invoke", "postprocess", "loop", "outside_invoke", "sensor_to_decision")
 WARMUP = 1  # the first inference is reported apart from the steady state
+QUEUED_RECORDS = 4096  # records waiting for the stats writer; more are dropped (counted), the loop never waits
+CLOSE_TIMEOUT_S = 5.0  # the end of a run waits this long at most for the stats file
 
 
 def peak_rss_mb() -> float:
@@ -58,38 +62,93 @@ def describe(values) -> dict:
             "p99": round(float(p99), 4), "max": round(float(x.max()), 4)}
 
 
+def _model_directory(path: Path) -> Path | None:
+    """The model directory (one holding manifest.json) that `path` would be written into, if any."""
+    parent = Path(path).resolve().parent
+    return parent if (parent / "manifest.json").is_file() else None
+
+
+def _refuse(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise InputError(f"{flag} {path}: is a directory; give a file (records are appended to it)")
+    if path.exists() and not path.is_file():  # a FIFO blocks the run, a device (/dev/full) loses the records
+        raise InputError(f"{flag} {path}: not a regular file; give a file (records are appended to it)")
+    model = _model_directory(path)
+    if model is not None:
+        raise InputError(f"{flag} {path}: inside the model directory {model} (it holds manifest.json); "
+                         "write it elsewhere")
+
+
 def check_stats_path(path: Path, flag: str = "--stats") -> None:
     """Says in one line why `path` cannot take appended JSON lines (before anything starts)."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{flag} {path}: is a directory; give a file (records are appended to it)")
+    _refuse(path, flag)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{flag} {path}: not writable")
     check_output_dir(path.parent, flag)
 
 
-class StatsRecorder:
-    """Appends each per-inference record to a JSON-lines file (flushed) and keeps, for the summary,
-    only the stage timings as compact float arrays (8 bytes per stage per inference), so memory
-    stays flat over long runs."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else None
-        self._file = None
-        if self.path:
+def _open_for_append(path: Path) -> int:
+    """A descriptor appending to `path`, a regular file; a partial last line (a killed run) is ended first."""
+    _refuse(path, "--stats")
+    flags = os.O_APPEND | os.O_CREAT | os.O_NONBLOCK  # O_NONBLOCK: a FIFO made since the check fails, not blocks
+    fd = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | flags, 0o666)  # read access only to look at the last byte
+        except PermissionError:
+            fd = os.open(path, os.O_WRONLY | flags, 0o666)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"--stats {path}: not a regular file; give a file (records are appended to it)")
+        if info.st_size:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", buffering=1)  # line-buffered: complete lines reach the disk
-            except OSError as e:
-                raise InputError(f"--stats {self.path}: cannot append to it ({e.strerror or e})") from None
+                last = os.pread(fd, 1, info.st_size - 1)
+            except OSError:  # write-only: an empty line costs nothing (readers skip it)
+                last = b""
+            if last != b"\n":  # else the first record would be glued to the partial line and lost with it
+                os.write(fd, b"\n")
+        return fd
+    except BaseException as e:
+        if fd is not None:
+            os.close(fd)
+        if isinstance(e, OSError):
+            raise InputError(f"--stats {path}: cannot append to it ({e.strerror or e})") from None
+        raise
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class StatsRecorder:
+    """Keeps, for the summary, the stage timings as compact float arrays (8 bytes per stage per inference),
+    and appends each per-inference record to a JSON-lines file from a writer thread, one whole line per
+    write, so that the loop never waits on the disk and a killed run leaves only whole lines behind.
+
+    A write error (disk full, I/O error) ends the file's records: one line goes to `warn` (stderr), the
+    summary counts `stats_write_errors`, and the run and its printed summary go on. Records the writer
+    could not keep up with are dropped and counted (`stats_records_dropped`)."""
+
+    def __init__(self, path: Path | None = None, warn: Callable[[str], None] = _warn):
+        self.path = Path(path) if path else None
+        self.warn = warn
+        self._fd = _open_for_append(self.path) if self.path else None
         self.count = 0
         self._first: dict | None = None  # the first inference, reported apart from the steady state
         self._steady = {name: array("d") for name in STAGES}
         self._t_first_steady: float | None = None
         self._t_last: float | None = None
-        self.counters: dict[str, float] = {}
+        # zeros in the summary and on /metrics too, so that a full disk can be alerted on
+        self.counters: dict[str, float] = {"stats_write_errors": 0, "stats_records_dropped": 0} if self.path else {}
         self.info: dict = {}
         self._lock = threading.Lock()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUED_RECORDS)
+        self._writer = None
+        if self._fd is not None:
+            self._writer = threading.Thread(target=self._write_lines, name="edgemm-stats", daemon=True)
+            self._writer.start()
 
     def add(self, record: dict) -> None:
         with self._lock:
@@ -104,31 +163,75 @@ class StatsRecorder:
                 if self._t_first_steady is None:
                     self._t_first_steady = record.get("t")
                 self._t_last = record.get("t")
-            if self._file:
-                self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-                self._file.flush()
+        if self._writer is not None:
+            try:
+                self._queue.put_nowait((json.dumps(record, separators=(",", ":")) + "\n").encode())
+            except queue.Full:
+                self._count("stats_records_dropped")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _write_lines(self) -> None:
+        while (line := self._queue.get()) is not None:
+            self._write(line)
+
+    def _write(self, line: bytes) -> None:
+        if self._fd is None:  # an earlier write failed: the rest is not written
+            return
+        try:
+            view = memoryview(line)
+            while view:  # a write may be short (file size limit); the next one then raises
+                view = view[os.write(self._fd, view):]
+        except OSError as e:
+            os.close(self._fd)
+            self._fd = None
+            self._count("stats_write_errors")
+            self.warn(f"warning: --stats {self.path}: {e.strerror or e}; no more records are written to it "
+                      "(the summary is still printed)")
 
     def summary(self) -> dict:
-        with self._lock:
-            stages = {name: describe(values) for name, values in self._steady.items()}
-            steady = self.count - min(self.count, WARMUP)
-            out = {"type": "summary", "inferences": self.count, **self.info, "counters": dict(self.counters),
-                   "first_inference": self._first, "stages_ms": stages, "peak_rss_mb": round(peak_rss_mb(), 1)}
-            if steady >= 2 and self._t_first_steady is not None and self._t_last is not None:
-                span = self._t_last - self._t_first_steady
-                out["inference_rate_hz"] = round((steady - 1) / span, 2) if span > 0 else None
+        with self._lock:  # copies: the percentiles are computed outside the lock, so add() never waits on a scrape
+            steady = {name: values[:] for name, values in self._steady.items()}
+            count, first, counters = self.count, self._first, dict(self.counters)
+            t_first, t_last = self._t_first_steady, self._t_last
+        n_steady = count - min(count, WARMUP)
+        out = {"type": "summary", "inferences": count, **self.info, "counters": counters, "first_inference": first,
+               "stages_ms": {name: describe(values) for name, values in steady.items()},
+               "peak_rss_mb": round(peak_rss_mb(), 1)}
+        if n_steady >= 2 and t_first is not None and t_last is not None:
+            span = t_last - t_first
+            out["inference_rate_hz"] = round((n_steady - 1) / span, 2) if span > 0 else None
         return out
 
     def close(self, summary: dict | None = None) -> None:
-        if self._file:
-            if summary is not None:
-                self._file.write(json.dumps(summary, separators=(",", ":")) + "\n")
-            self._file.close()
-            self._file = None
+        """Waits CLOSE_TIMEOUT_S at most for the records to reach the file, adds the file's own counters to
+        `summary` (the caller prints it too) and appends it as the last line."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            self._queue.put(None, timeout=CLOSE_TIMEOUT_S)
+        except queue.Full:
+            pass
+        writer.join(CLOSE_TIMEOUT_S)
+        if writer.is_alive():  # a hung file system: the descriptor stays with the writer
+            self.warn(f"warning: --stats {self.path}: not written within {CLOSE_TIMEOUT_S:g} s; "
+                      "the file may lack its last records and the summary")
+            return
+        if summary is not None:
+            with self._lock:
+                summary.setdefault("counters", {}).update(
+                    {k: v for k, v in self.counters.items() if k.startswith("stats_")})
+            self._write((json.dumps(summary, separators=(",", ":")) + "\n").encode())
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def read_stats(path: Path) -> tuple[list[dict], dict | None]:
-    """Records and summary from a stats file; a partial last line (killed writer) is ignored."""
+    """Records and summary from a stats file; a partial line (killed writer) is ignored."""
     records, summary = [], None
     with open(path) as f:
         for line in f:
@@ -136,53 +239,10 @@ def read_stats(path: Path) -> tuple[list[dict], dict | None]:
                 obj = json.loads(line)
             except ValueError:
                 continue
+            if not isinstance(obj, dict):
+                continue
             if obj.get("type") == "summary":
                 summary = obj
             else:
                 records.append(obj)
     return records, summary
-
-
-def prometheus_text(recorder: StatsRecorder) -> str:
-    s = recorder.summary()
-    lines = ["# TYPE edgemm_inferences_total counter", f"edgemm_inferences_total {s['inferences']}"]
-    for name, value in s["counters"].items():
-        lines += [f"# TYPE edgemm_{name}_total counter", f"edgemm_{name}_total {value}"]
-    lines.append("# TYPE edgemm_stage_latency_ms summary")
-    for stage, d in s["stages_ms"].items():
-        for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
-            if d.get(key) is not None and math.isfinite(d[key]):
-                lines.append(f'edgemm_stage_latency_ms{{stage="{stage}",quantile="{q}"}} {d[key]}')
-        if d.get("count"):
-            lines.append(f'edgemm_stage_latency_ms_count{{stage="{stage}"}} {d["count"]}')
-    lines += ["# TYPE edgemm_peak_rss_megabytes gauge", f"edgemm_peak_rss_megabytes {s['peak_rss_mb']}"]
-    return "\n".join(lines) + "\n"
-
-
-def serve_metrics(recorder: StatsRecorder, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Prometheus endpoint at http://HOST:PORT/metrics (loopback unless told otherwise)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            if self.path.rstrip("/") not in ("/metrics", ""):
-                self.send_error(404)
-                return
-            body = prometheus_text(recorder).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    try:
-        server = ThreadingHTTPServer((host, port), Handler)
-    except OSError as e:
-        raise InputError(f"cannot serve metrics on {host}:{port} ({e.strerror or e})") from None
-    threading.Thread(target=server.serve_forever, name="edgemm-metrics", daemon=True).start()
-    return server
-
-
-
