@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import re
 from pathlib import Path
+from typing import Any
 
 from edgemm.atomic import read_json_object
-from edgemm.errors import InputError
+from edgemm.errors import InputError, quote
 from edgemm.spec import ModelSpec, from_dict, from_v1
 
 MANIFEST_NAME = "manifest.json"
@@ -23,6 +26,17 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 FORMATS = ("tflite", "onnx")
 PRECISIONS = ("float32", "float16", "int8", "mixed")
+# Tensor types as the backends name them (numpy names). ONNX Runtime's own name ("tensor(double)") is what
+# convert records for a type edgemm does not map: accepted for outputs, which edgemm never has to make.
+DTYPES = ("bool", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+          "uint64")
+_ORT_DTYPE = re.compile(r"tensor\([a-z0-9]+\)")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # artifact keys name files and bench configurations
+MAX_RANK = 16
+MAX_DIM = 2**31 - 1
+MAX_TENSORS = 4096  # inputs or outputs of one artifact
+_FIELDS = ("file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs")  # every artifact has them
 
 
 def sha256_file(path: Path) -> str:
@@ -106,21 +120,24 @@ def _require(cond: bool, where: Path, message: str) -> None:
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Reads and checks DIR/manifest.json (or the file itself)."""
+    """Reads and checks DIR/manifest.json (or the file itself), field by field: a manifest edited by hand, or
+    cut short, is one line naming the field, never a KeyError or TypeError later in run or bench."""
     path = Path(path)
     file = path / MANIFEST_NAME if path.is_dir() else path
     data = read_json_object(file, "manifest", missing="no manifest (run `edgemm convert` to make one)")
-    _require(data.get("schema_version") in READABLE_SCHEMAS, file,
-             f"schema_version {data.get('schema_version')!r} is not one of {READABLE_SCHEMAS}")
-    _require(isinstance(data.get("artifacts"), dict), file, "'artifacts' missing or not a dict")
+    version = data.get("schema_version")
+    _require(_is_int(version) and version in READABLE_SCHEMAS, file,
+             f"schema_version {quote(version)} is not one of {READABLE_SCHEMAS}")
+    _require(isinstance(data.get("artifacts"), dict) and len(data["artifacts"]) > 0, file,
+             "'artifacts' missing, empty or not an object")
+    _check_source(data.get("source"), file)
     artifacts = _artifacts(data, file)
     return Manifest(directory=file.parent, artifacts=artifacts, spec=_spec(data, artifacts, file), data=data)
 
 
 def _spec(data: dict, artifacts: dict[str, Artifact], file: Path) -> ModelSpec | None:
-    first = next(iter(artifacts.values()), None)
-    names = ([str(t.get("name")) for t in first.inputs if isinstance(t, dict)],
-             [str(t.get("name")) for t in first.outputs if isinstance(t, dict)]) if first else ([], [])
+    first = next(iter(artifacts.values()))
+    names = [t["name"] for t in first.inputs], [t["name"] for t in first.outputs]
     try:
         if data["schema_version"] == 1:
             _require(isinstance(data.get("labels"), list), file, "'labels' missing or not a list")
@@ -132,38 +149,99 @@ def _spec(data: dict, artifacts: dict[str, Artifact], file: Path) -> ModelSpec |
         raise InputError(f"{file}: bad model spec ({e})") from None
 
 
-def _check_layout(layout, entry: dict, file: Path, where: str) -> None:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_shape(shape: Any, file: Path, where: str) -> None:
+    _require(isinstance(shape, list) and len(shape) <= MAX_RANK
+             and all(_is_int(d) and (d == -1 or 1 <= d <= MAX_DIM) for d in shape), file,
+             f"{where} must be a list of at most {MAX_RANK} sizes, each a positive integer or -1 (dynamic), "
+             f"got {quote(shape)}")
+
+
+def _check_tensors(tensors: Any, file: Path, where: str, fed: bool) -> None:
+    """The inputs (`fed`) or outputs of an artifact, as the backends describe them (TensorInfo.to_dict)."""
+    _require(isinstance(tensors, list) and 0 < len(tensors) <= MAX_TENSORS, file,
+             f"{where} must be a list of 1 to {MAX_TENSORS} tensors")
+    for i, t in enumerate(tensors):
+        at = f"{where}[{i}]"
+        _require(isinstance(t, dict), file, f"{at} must be an object with name, shape and dtype")
+        _require(isinstance(t.get("name"), str) and t["name"] != "", file, f"{at}.name must be a non-empty string")
+        _check_shape(t.get("shape"), file, f"{at}.shape")
+        dtype = t.get("dtype")
+        other = not fed and isinstance(dtype, str) and _ORT_DTYPE.fullmatch(dtype) is not None
+        _require(dtype in DTYPES or other, file, f"{at}.dtype {quote(dtype)} is not one of {', '.join(DTYPES)}")
+        scale, zero_point = t.get("scale"), t.get("zero_point")
+        _require(scale is None or isinstance(scale, (int, float)) and not isinstance(scale, bool)
+                 and math.isfinite(scale) and scale >= 0, file, f"{at}.scale must be a finite number >= 0 (0: not "
+                 f"quantized), got {quote(scale)}")
+        _require(zero_point is None or _is_int(zero_point), file, f"{at}.zero_point must be an integer")
+    names = [t["name"] for t in tensors]
+    _require(len(set(names)) == len(names), file, f"{where} names a tensor twice")
+
+
+def _check_source(source: Any, file: Path) -> None:
+    """The source model's description; its input shapes lay out constants for artifacts in another layout."""
+    if source is None:
+        return
+    _require(isinstance(source, dict), file, "source must be an object")
+    inputs = source.get("inputs", {})
+    _require(isinstance(inputs, dict), file, "source.inputs must map input names to shapes")
+    for name, shape in inputs.items():
+        _check_shape(shape, file, f"source.inputs.{name}")
+
+
+def _check_layout(layout, entry: dict, source: dict, file: Path, where: str) -> None:
     if layout is None:
         return
     _require(isinstance(layout, dict) and set(layout) <= {"inputs", "outputs"}, file,
              f"{where}.layout must be an object with 'inputs' and/or 'outputs'")
     for side, perms in layout.items():
-        ranks = {t.get("name"): len(t.get("shape") or ()) for t in entry[side] if isinstance(t, dict)}
+        ranks = {t["name"]: len(t["shape"]) for t in entry[side]}
         _require(isinstance(perms, dict), file, f"{where}.layout.{side} must be an object")
         for name, value in perms.items():
             perm = value.get("perm") if isinstance(value, dict) else None
-            _require(name in ranks, file, f"{where}.layout.{side} names {name!r}, which the artifact does not have")
-            _require(isinstance(perm, list) and sorted(perm) == list(range(ranks[name])), file,
+            _require(name in ranks, file,
+                     f"{where}.layout.{side} names {quote(name)}, which the artifact does not have")
+            is_perm = isinstance(perm, list) and all(map(_is_int, perm)) and sorted(perm) == list(range(ranks[name]))
+            _require(is_perm, file,
                      f"{where}.layout.{side}.{name}.perm must be a permutation of its {ranks[name]} axes")
+            _require(side == "outputs" or name in source.get("inputs", {}), file,
+                     f"{where}.layout.inputs names {quote(name)}, which source.inputs lacks")
+
+
+def _check_entry(name: str, entry: Any, file: Path) -> None:
+    where = f"artifacts.{name}"
+    _require(_KEY.fullmatch(name) is not None, file,
+             f"artifact name {quote(name)} must be 1 to 100 letters, numbers, '_', '.' or '-'")
+    _require(isinstance(entry, dict), file, f"{where} must be an object")
+    missing = [k for k in _FIELDS if k not in entry]
+    _require(not missing, file, f"{where} lacks {', '.join(missing)}")
+    _require(entry["format"] in FORMATS, file, f"{where}.format {quote(entry['format'])} is not one of {FORMATS}")
+    _require(entry["precision"] in PRECISIONS, file,
+             f"{where}.precision {quote(entry['precision'])} is not one of {PRECISIONS}")
+    plain = entry["file"]
+    _require(isinstance(plain, str) and 0 < len(plain) <= 255 and not set(plain) & {"/", "\\", "\0"}
+             and plain not in (".", ".."), file, f"{where}.file must be a plain file name in the manifest's directory, "
+             f"got {quote(plain)}")
+    _require(_is_int(entry["size_bytes"]) and entry["size_bytes"] >= 0, file,
+             f"{where}.size_bytes must be an integer >= 0, got {quote(entry['size_bytes'])}")
+    _require(isinstance(entry["sha256"], str) and _SHA256.fullmatch(entry["sha256"]) is not None, file,
+             f"{where}.sha256 must be 64 lowercase hexadecimal characters, got {quote(entry['sha256'])}")
+    _check_tensors(entry["inputs"], file, f"{where}.inputs", fed=True)
+    _check_tensors(entry["outputs"], file, f"{where}.outputs", fed=False)
 
 
 def _artifacts(data: dict, file: Path) -> dict[str, Artifact]:
     artifacts = {}
     for name, entry in data["artifacts"].items():
-        where = f"artifacts.{name}"
-        _require(isinstance(entry, dict), file, f"{where} must be an object")
-        missing = [k for k in ("file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs") if k not in entry]
-        _require(not missing, file, f"{where} lacks {', '.join(missing)}")
-        _require(entry["format"] in FORMATS, file, f"{where}.format {entry['format']!r} is not one of {FORMATS}")
-        _require(entry["precision"] in PRECISIONS, file, f"{where}.precision {entry['precision']!r} unknown")
-        _require(isinstance(entry["file"], str) and "/" not in entry["file"] and entry["file"] not in ("", ".", ".."),
-                 file, f"{where}.file must be a plain file name in the manifest's directory")
-        _check_layout(entry.get("layout"), entry, file, where)
-        known = {"file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs"}
+        _check_entry(name, entry, file)
+        _check_layout(entry.get("layout"), entry, data.get("source") or {}, file, f"artifacts.{name}")
         artifacts[name] = Artifact(
             name=name, file=entry["file"], format=entry["format"], precision=entry["precision"],
-            size_bytes=int(entry["size_bytes"]), sha256=str(entry["sha256"]),
+            size_bytes=entry["size_bytes"], sha256=entry["sha256"],
             inputs=tuple(entry["inputs"]), outputs=tuple(entry["outputs"]),
-            extra={k: v for k, v in entry.items() if k not in known},
+            extra={k: v for k, v in entry.items() if k not in _FIELDS},
         )
     return artifacts

@@ -15,12 +15,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgemm.errors import DependencyError, InputError
+from edgemm.config import parse_yaml, read_text
+from edgemm.errors import DependencyError, InputError, quote
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "firmware_configs"
 ACCELERATORS = ("cpu", "gpu", "edgetpu")
 ARTIFACTS = ("float_tflite", "int8_tflite", "float_onnx", "int8_onnx", "fp16_onnx")
 BACKENDS = ("litert", "edgetpu", "ort-cpu", "ort-cuda", "ort-tensorrt")
+MAX_PROFILE_BYTES = 64 << 10  # a profile is about 1 KB
+MAX_PROFILE_VALUES = 10_000  # YAML values after aliases; a profile has about 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +88,7 @@ _REQUIRED = ("name", "description", "accelerator", "artifacts", "backends")
 
 
 def _fail(path: Path, key: str, problem: str):
-    raise InputError(f"{path}: {key}: {problem}")
+    raise InputError(f"{path}: {key if len(key) <= 60 else key[:57] + '...'}: {problem}")  # keys may be users' too
 
 
 def _type_ok(value: Any, kind) -> bool:
@@ -105,7 +108,7 @@ def _section(path: Path, key: str, cls, data: Any):
             _fail(path, f"{key}.{k}", f"unknown key (allowed: {', '.join(fields)})")
         kind = {"str": str, "int": int, "float": float}[fields[k].type.split(" ")[0].replace("|", "").strip()]
         if v is not None and not _type_ok(v, kind):
-            _fail(path, f"{key}.{k}", f"must be {kind.__name__}, got {type(v).__name__} {v!r}")
+            _fail(path, f"{key}.{k}", f"must be {kind.__name__}, got {type(v).__name__} {quote(v)}")
         if kind in (int, float) and v is not None and v <= 0:
             _fail(path, f"{key}.{k}", f"must be positive, got {v}")
     return cls(**data)
@@ -122,14 +125,14 @@ def parse_profile(data: Any, path: Path) -> Profile:
             _fail(path, key, "missing")
     for key, kind in _SCALARS.items():
         if key in data and not _type_ok(data[key], kind):
-            _fail(path, key, f"must be {kind.__name__}, got {type(data[key]).__name__} {data[key]!r}")
+            _fail(path, key, f"must be {kind.__name__}, got {type(data[key]).__name__} {quote(data[key])}")
     if data["accelerator"] not in ACCELERATORS:
-        _fail(path, "accelerator", f"{data['accelerator']!r} is not one of {', '.join(ACCELERATORS)}")
+        _fail(path, "accelerator", f"{quote(data['accelerator'])} is not one of {', '.join(ACCELERATORS)}")
     if data.get("threads", 1) < 1:
         _fail(path, "threads", "must be >= 1")
     arts = data["artifacts"]
     if not isinstance(arts, list) or not arts or any(a not in ARTIFACTS for a in arts):
-        _fail(path, "artifacts", f"must be a non-empty list of {', '.join(ARTIFACTS)}, got {arts!r}")
+        _fail(path, "artifacts", f"must be a non-empty list of {', '.join(ARTIFACTS)}, got {quote(arts)}")
     chain = []
     if not isinstance(data["backends"], list) or not data["backends"]:
         _fail(path, "backends", "must be a non-empty list")
@@ -138,7 +141,7 @@ def parse_profile(data: Any, path: Path) -> Profile:
         if not isinstance(b, dict) or set(b) - {"name", "options"} or "name" not in b:
             _fail(path, f"backends[{i}]", "must be a backend name or {name, options}")
         if b["name"] not in BACKENDS:
-            _fail(path, f"backends[{i}].name", f"{b['name']!r} is not one of {', '.join(BACKENDS)}")
+            _fail(path, f"backends[{i}].name", f"{quote(b['name'])} is not one of {', '.join(BACKENDS)}")
         if not isinstance(b.get("options", {}), dict):
             _fail(path, f"backends[{i}].options", "must be a mapping")
         chain.append(Backend(b["name"], dict(b.get("options") or {})))
@@ -153,20 +156,11 @@ def parse_profile(data: Any, path: Path) -> Profile:
 
 
 def load_profile_file(path: Path) -> Profile:
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise InputError(f"{path}: cannot read profile ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise InputError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    data = parse_yaml(read_text(path, "profile", MAX_PROFILE_BYTES), str(path), MAX_PROFILE_VALUES)
     profile = parse_profile(data, path)
     if profile.name != path.stem:
-        _fail(path, "name", f"{profile.name!r} must match the file name {path.stem!r}")
+        _fail(path, "name", f"{quote(profile.name)} must match the file name {quote(path.stem)}")
     return profile
 
 
@@ -181,7 +175,7 @@ def load_profile(name_or_path: str, directory: Path = PROFILE_DIR) -> Profile:
         return load_profile_file(path)
     candidate = Path(directory) / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        raise InputError(f"unknown device profile {name_or_path!r} (known: {', '.join(available(directory))})")
+        raise InputError(f"unknown device profile {quote(name_or_path)} (known: {', '.join(available(directory))})")
     return load_profile_file(candidate)
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from edgemm.config import build, require, to_dict
-from edgemm.errors import InputError
+from edgemm.config import build, parse_yaml, read_text, require, to_dict
+from edgemm.errors import InputError, quote
 from edgemm.transforms.audio import AudioTransform
 from edgemm.transforms.image import ImageTransform
 from edgemm.transforms.v1 import audio_from_v1, image_from_v1
@@ -37,6 +38,28 @@ SOURCES = ("camera", "mic", "state", "constant")
 HEADS = ("classify", "multilabel", "raw", "state")
 ACTIVATIONS = ("auto", "softmax", "sigmoid", "none")
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; refuse anything that is not one before parsing
+MAX_SPEC_VALUES = 1 << 21  # YAML values after aliases: room for a constant of 2^20 numbers, not for an alias bomb
+MAX_LABELS_BYTES = 1 << 20  # a labels file: one label per line
+
+# Preprocessing sizes: generous for any real model, and small enough that a typo cannot make edgemm allocate
+# gigabytes per frame (a 10^9 x 10^9 image) or overflow while it computes the input shapes.
+MAX_IMAGE_SIDE = 16384  # pixels, height and width
+MAX_FRAMES = 64  # stacked video frames
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000  # Hz
+MAX_WINDOW_S = 600  # seconds of audio one inference sees
+MAX_STFT = 65536  # samples: n_fft, win_length, hop_length
+MAX_N_MELS = 1024  # mel bands, and MFCC coefficients
+MAX_INPUT_VALUES = 1 << 30  # values in one model input (4 GiB of float32)
+
+_BOUNDS = {  # key: (lowest, highest, unit); the spec's keys and the v1 sidecar's names for the same sizes
+    **{k: (1, MAX_IMAGE_SIDE, "pixels") for k in ("size", "height", "width")},
+    "frames": (1, MAX_FRAMES, "frames"),
+    "sample_rate": (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, "Hz"),
+    **{k: (0, MAX_WINDOW_S, "seconds") for k in ("window", "window_seconds")},
+    **{k: (1, MAX_STFT, "samples") for k in ("n_fft", "win_length", "hop_length", "fft_length", "frame_length",
+                                              "frame_step")},
+    **{k: (1, MAX_N_MELS, "bands") for k in ("n_mels", "n_mfcc")},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,11 +149,13 @@ class ModelSpec:
 
 def _labels(value: Any, base: Path | None, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
-        path = Path(value) if base is None or Path(value).is_absolute() else base / value
+        if base is None:  # a spec carried in a manifest: its labels are inline, never a path read from it
+            raise InputError(f"{where} must be a list of labels")
+        path = Path(value) if Path(value).is_absolute() else base / value
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"{where}: cannot read the labels file {path} ({e.strerror or e})") from None
+            text = read_text(path, "labels file", MAX_LABELS_BYTES)
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from None
         return tuple(line.strip() for line in text.splitlines() if line.strip())
     if isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
         return tuple(str(v) for v in value)
@@ -153,9 +178,11 @@ def _input(name: str, data: Any, where: str) -> InputSpec:
     source = data.get("source")
     rest = {k: v for k, v in data.items() if k != "source"}
     if source == "camera":
-        return CameraInput(name, build(ImageTransform, rest, where))
+        _check_bounds(rest, where)
+        return CameraInput(name, _check_values(build(ImageTransform, rest, where), where))
     if source == "mic":
-        return MicInput(name, build(AudioTransform, rest, where))
+        _check_bounds(rest, where)
+        return MicInput(name, _check_values(build(AudioTransform, rest, where), where))
     if source == "state":
         if set(rest) != {"from"} or not isinstance(rest["from"], str):
             raise InputError(f"{where}: a state input takes exactly one key, 'from: OUTPUT_NAME'")
@@ -164,7 +191,28 @@ def _input(name: str, data: Any, where: str) -> InputSpec:
         if set(rest) != {"value"}:
             raise InputError(f"{where}: a constant input takes exactly one key, 'value'")
         return ConstantInput(name, _constant(rest["value"], where))
-    raise InputError(f"{where}.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    raise InputError(f"{where}.source must be one of {', '.join(SOURCES)}, got {quote(source)}")
+
+
+def _check_bounds(raw: Any, where: str) -> None:
+    """Refuses a size outside `_BOUNDS` before a transform is built: building computes with the sizes."""
+    if not isinstance(raw, Mapping):
+        return  # the typed build says what is wrong
+    for key, (low, high, unit) in _BOUNDS.items():
+        values = raw.get(key)
+        for v in values if isinstance(values, (list, tuple)) else [values]:
+            # NaN is refused too; values of other types are left to the typed build, which names them
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not low <= v <= high:
+                raise InputError(f"{where}.{key}: {quote(v)} is outside {low}..{high} {unit}")
+
+
+def _check_values(transform, where: str):
+    """Refuses a transform whose output (sizes within bounds, in a combination that is not) is too large."""
+    values = math.prod(transform.output_shape)
+    if values > MAX_INPUT_VALUES:
+        shape = "x".join(map(str, transform.output_shape))
+        raise InputError(f"{where}: the input would hold {values} values ({shape}), more than {MAX_INPUT_VALUES}")
+    return transform
 
 
 def from_dict(data: Any, base: Path | None = None, where: str = "spec") -> ModelSpec:
@@ -205,12 +253,14 @@ def from_v1(data: Mapping, input_names: list[str], output_names: list[str], wher
     pre = data.get("preprocess") or {}
     if not isinstance(pre, Mapping):
         raise InputError(f"{where}: 'preprocess' must be a mapping")
+    for name in ("image", "audio"):
+        _check_bounds(pre.get(name), f"{where}: preprocess.{name}")
     inputs: dict[str, InputSpec] = {}
     for name in input_names:
         if name == "image" and "image" in pre:
-            inputs[name] = CameraInput(name, image_from_v1(pre["image"]))
+            inputs[name] = CameraInput(name, _check_values(image_from_v1(pre["image"]), where))
         elif name == "audio" and "audio" in pre:
-            inputs[name] = MicInput(name, audio_from_v1(pre["audio"]))
+            inputs[name] = MicInput(name, _check_values(audio_from_v1(pre["audio"]), where))
         else:
             raise InputError(f"{where}: a v1 sidecar describes inputs 'image' and 'audio' only; "
                              f"write a spec (edgemm spec MODEL) for input {name!r}")
@@ -223,17 +273,7 @@ def read_spec_file(path: Path, input_names: list[str] | None = None,
                    output_names: list[str] | None = None) -> ModelSpec:
     """Reads a .yaml/.yml/.json spec (or a v1 sidecar, which needs the model's input/output names)."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise InputError(f"{path}: not a regular file")
-        if size > MAX_SPEC_BYTES:
-            raise InputError(f"{path}: {size} bytes is too large for a model spec (at most {MAX_SPEC_BYTES})")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such spec file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read the spec ({getattr(e, 'strerror', None) or e})") from None
+    text = read_text(path, "spec file", MAX_SPEC_BYTES)
     data = _parse(text, path)
     if isinstance(data, Mapping) and "preprocess" in data:
         return from_v1(data, input_names or ["image", "audio"], output_names or ["output"], str(path))
@@ -250,12 +290,7 @@ def _parse(text: str, path: Path) -> Any:
             return json.loads(text)
         except (ValueError, RecursionError) as e:
             raise InputError(f"{path}: not valid JSON ({str(e)[:120]})") from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)  # safe_load: a spec is data, never code
-    except (yaml.YAMLError, RecursionError) as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0][:120]})") from None
+    return parse_yaml(text, str(path), MAX_SPEC_VALUES)
 
 
 def find_spec_file(model: Path) -> Path | None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
+from typing import Any
 
 from edgemm.atomic import atomic_path, read_json_object, write_json
+from edgemm.errors import InputError, quote
 
+READABLE_SCHEMAS = (1,)  # the one edgemm.bench.run writes (its SCHEMA_VERSION)
+STATS = ("count", "mean", "std", "min", "p50", "p90", "p99", "max")  # latency_ms, as runtime.stats.describe gives
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
@@ -152,9 +157,66 @@ def write_reports(report: dict, out: Path) -> dict[str, Path]:
 
 
 def load_report(path: Path) -> dict:
-    from edgemm.errors import InputError
+    """A bench report (report.json), checked field by field by :func:`check_report`."""
+    return check_report(read_json_object(path, "report"), str(path))
 
-    data = read_json_object(path, "report")
-    if "results" not in data:
-        raise InputError(f"{path}: not an edgemm bench report")
-    return data
+
+def _number(value: Any) -> bool:
+    """A finite number >= 0 (NaN compares false with everything: it must be refused by name)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def check_report(report: Any, where: str) -> dict:
+    """Refuses a report --compare could misread: every figure it compares must be a finite number, a median
+    positive (a ratio against 0 or NaN says nothing, and NaN compares as "not slower"), accuracy within [0, 1].
+
+    One InputError naming `where` (the report) and the configuration; returns `report`.
+    """
+    version = report.get("schema_version") if isinstance(report, dict) else None
+    if version not in READABLE_SCHEMAS or isinstance(version, bool):
+        raise InputError(f"{where}: not an edgemm bench report (schema_version {quote(version)} is not one of "
+                         f"{READABLE_SCHEMAS})")
+    if not isinstance(report.get("results"), list):
+        raise InputError(f"{where}: not an edgemm bench report ('results' missing or not a list)")
+    for key, kind, what in (("environment", dict, "an object"), ("settings", dict, "an object"),
+                            ("pipeline", list, "a list"), ("created", str, "a string")):
+        if key in report and not isinstance(report[key], kind):
+            raise InputError(f"{where}: '{key}' must be {what}")
+    seen = set()
+    for i, row in enumerate(report["results"]):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+            raise InputError(f"{where}: results[{i}] must be an object with a configuration 'id'")
+        if row["id"] in seen:
+            raise InputError(f"{where}: configuration {quote(row['id'])} appears twice")
+        seen.add(row["id"])
+        problem = _row_problem(row)
+        if problem:
+            raise InputError(f"{where}: configuration {quote(row['id'])}: {problem}")
+    return report
+
+
+def _row_problem(row: dict) -> str | None:
+    """What is wrong with one result row, or None."""
+    if "latency_ms" not in row:
+        return None if isinstance(row.get("error"), str) else "neither 'latency_ms' nor an 'error'"
+    accuracy = row.get("accuracy")
+    if accuracy is not None and not (_number(accuracy) and accuracy <= 1):
+        return f"accuracy must be null or a number within [0, 1], got {quote(accuracy)}"
+    lat = row["latency_ms"]
+    if not isinstance(lat, dict):
+        return "latency_ms must be an object"
+    for key in STATS:
+        value = lat.get(key)
+        if key == "count" and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return f"latency_ms.count must be a positive integer, got {quote(value)}"
+        if key != "count" and not _number(value):
+            return f"latency_ms.{key} must be a finite number of milliseconds >= 0, got {quote(value)}"
+    if lat["p50"] <= 0:
+        return f"latency_ms.p50 (the median) must be positive, got {quote(lat['p50'])}"
+    for key in ("init_ms", "first_inference_ms", "peak_rss_mb", "ratio_p50_vs_baseline", "size_bytes", "threads"):
+        if key in row and not _number(row[key]):
+            return f"{key} must be a finite number >= 0, got {quote(row[key])}"
+    throughput = row.get("throughput_per_s")
+    if throughput is not None and not _number(throughput):
+        return f"throughput_per_s must be null or a finite number >= 0, got {quote(throughput)}"
+    return None

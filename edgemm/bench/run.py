@@ -201,10 +201,15 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
 
 
 def compare(old: dict, new: dict, tolerance: float = 0.10, accuracy_points: float = 0.5) -> list[dict]:
-    """Configurations of `new` slower than in `old` by more than `tolerance` (median), or less accurate."""
-    for report, which in ((old, "old"), (new, "new")):
-        if report.get("schema_version") != SCHEMA_VERSION:
-            raise InputError(f"{which} report: schema_version {report.get('schema_version')!r} is not {SCHEMA_VERSION}")
+    """Configurations of `new` slower than in `old` by more than `tolerance` (median), or less accurate.
+
+    Both reports are checked first (edgemm.bench.report.check_report; load_report has checked them already
+    when they come from files): a NaN, zero or negative median, or a NaN accuracy, would compare as "ok".
+    """
+    from edgemm.bench.report import check_report
+
+    check_report(old, "old report")
+    check_report(new, "new report")
     before = {r["id"]: r for r in old["results"] if "latency_ms" in r}
     findings = []
     for r in new["results"]:

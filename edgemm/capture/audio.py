@@ -130,7 +130,7 @@ def find_input_device(pa, device: str | int | None) -> dict:
         if device in (None, "", "default"):
             return pa.get_default_input_device_info()
         if isinstance(device, int) or str(device).isdecimal():
-            if not 0 <= int(device) < pa.get_device_count():  # PortAudio takes a C int; 20 digits overflow it
+            if not 0 <= int(device) < pa.get_device_count():  # PortAudio takes a C int; a longer number overflows it
                 raise InputError(f"audio device {str(device)[:24]}: no such device index (this machine has "
                                  f"{pa.get_device_count()} audio devices; give a name or an index below that)")
             info = pa.get_device_info_by_index(int(device))
