@@ -20,6 +20,7 @@ import subprocess
 import sys
 import wave
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,7 @@ def bad(tmp_path_factory, converted_teacher, demo_media):
     (root / "video.avi").write_bytes(demo_media.video.read_bytes())
     (root / "audio.wav").write_bytes(demo_media.audio.read_bytes())
     _hostile_files(root)
+    _typed_files(root, model)
     (root / "no_sound_server").mkdir(mode=0o700)
     (root / "stats.jsonl").write_text('{"t": 1.0, "earlier": "record"}\n')
     return root
@@ -140,12 +142,33 @@ def _hostile_files(root):
     keras.Model(x, keras.layers.Dense(2, activation="softmax")(Boom()(x))).save(root / "boom.keras")
 
 
+def _typed_files(root, model):
+    """Manifests, reports and profiles that are well-formed JSON/YAML but hostile or of the wrong type."""
+    deep = shutil.copytree(model, root / "deep_json")
+    (deep / "manifest.json").write_text("[" * 200000 + "]" * 200000)
+    _edit_manifest(shutil.copytree(model, root / "wrong_type"),
+                   lambda m: m["artifacts"]["int8_tflite"].update(size_bytes="large"))
+    _edit_manifest(shutil.copytree(model, root / "long_window"),
+                   lambda m: m["spec"]["inputs"]["audio"].update(window=1e7))
+    report = json.loads(REFERENCE_REPORT.read_text())
+    (root / "report.json").write_text(json.dumps(report))
+    for name, value in (("nan", float("nan")), ("zero", 0.0)):
+        bad_report = json.loads(json.dumps(report))
+        bad_report["results"][0]["latency_ms"]["p50"] = value
+        (root / f"{name}_report.json").write_text(json.dumps(bad_report))
+    (root / "malformed_report.json").write_text(json.dumps({**report, "results": {"not": "a list"}}))
+    bomb = "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9) if i else '1'}]\n" for i in range(12))
+    (root / "bomb_profile.yaml").write_text(bomb)
+    (root / "spec_huge.yaml").write_text("inputs: {x: {source: camera, size: [1000000000, 1000000000]}}\n")
+
+
 def _edit_manifest(directory, edit):
     manifest = json.loads((directory / "manifest.json").read_text())
     edit(manifest)
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
+REFERENCE_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_report" / "report.json"
 LIMITED = "limited"  # run in a child process under MEMORY_LIMIT
 MEMORY_LIMIT = 10 << 30  # bytes of address space: TensorFlow maps ~4 GB at import, the rows need no more
 M = "{root}/good_model"
@@ -250,6 +273,16 @@ MATRIX = [
     (["run", "--model", M, "--camera", "99999999999999999999", *MIC], 3, "out of range"),
     (["run", "--model", M, *CAM, "--mic", "99999999999999999999"], 3, "99999999999999999999"),
     (["run", "--model", M, "--camera", "{root}/one_frame.avi", *MIC], 3, "holds a single frame"),
+    (["run", "--model", "{root}/long_window", *CAM, *MIC], 3, "600"),
+    # typed readers: manifests, reports, profiles, specs
+    (["run", "--model", "{root}/deep_json", *CAM, *MIC], 3, "deep", LIMITED),
+    (["run", "--model", "{root}/wrong_type", *CAM, *MIC], 3, "size_bytes"),
+    (["bench", "--compare", "{root}/report.json", "{root}/nan_report.json"], 3, "p50"),
+    (["bench", "--compare", "{root}/report.json", "{root}/zero_report.json"], 3, "p50"),
+    (["bench", "--compare", "{root}/report.json", "{root}/malformed_report.json"], 3, "results"),
+    (["profiles", "show", "{root}/bomb_profile.yaml"], 3, "bomb_profile.yaml", LIMITED),
+    (["convert", "{root}/tiny.keras", "--out", "{root}/o", "--calib", "{root}/tiny_calib.npz", "--spec",
+      "{root}/spec_huge.yaml"], 3, "16384"),
 ]
 
 
