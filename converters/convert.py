@@ -473,11 +473,13 @@ class _Run:
         o = self.options
         self.log(f"quantizing to int8 QDQ ONNX ({o.method}, per-channel={o.per_channel}, reduce_range={reduce_range}"
                  + (f", {len(excluded)} nodes kept in float" if excluded else "") + ")")
-        self.stage("quantize_onnx", export.write_onnx_int8, float_path, int8_path, self.calib.inputs, o.method,
-                   o.per_channel, reduce_range, excluded)
+        result = self.stage("quantize_onnx", export.write_onnx_int8, float_path, int8_path, self.calib.inputs,
+                            o.method, o.per_channel, reduce_range, excluded)
+        self.notes.extend(n for n in result.notes if n not in self.notes)  # what the ONNX preparation changed
+        granularity = "per-channel" if result.per_channel else "per-tensor"
         self.record("int8_onnx", int8_path, "onnx", "mixed" if excluded else "int8",
-                    quantization={"format": "QDQ", "method": o.method, "per_channel": o.per_channel,
-                                  "reduce_range": reduce_range, "weights": "int8 symmetric",
+                    quantization={"format": "QDQ", "method": o.method, "per_channel": result.per_channel,
+                                  "reduce_range": reduce_range, "weights": f"int8 {granularity} symmetric",
                                   "activations": "int8 asymmetric", "nodes_in_float": list(excluded)})
         self.validate("int8_onnx", "ort-cpu", int8_path)
         fake, _ = self.stage("validate", run_isolated, "ort-cpu", int8_path, self.val.inputs, {"optimize": False})

@@ -8,7 +8,9 @@ calibrate the wrong tensor.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -176,20 +178,46 @@ def write_onnx_from_tf(graph: Path, kind: str, path: Path, input_names: list[str
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over a dict of arrays."""
+    """ONNX Runtime's CalibrationDataReader protocol over a dict of arrays, one sample per batch.
+
+    __len__ and set_range are what quantize_static's strided calibration (CalibStridedMinMax) uses to
+    calibrate chunk by chunk.
+    """
 
     def __init__(self, calib: dict[str, np.ndarray]):
         self._calib = calib
-        self._it = _batches(calib)
+        self._count = len(next(iter(calib.values())))
+        self.set_range(0, self._count)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = _batches({name: array[start_index:end_index] for name, array in self._calib.items()})
 
     def get_next(self):
         return next(self._it, None)
 
     def rewind(self):
-        self._it = _batches(self._calib)
+        self.set_range(0, self._count)
 
-    def __iter__(self):  # qdq_loss_debug iterates the reader
-        return _batches(self._calib)
+
+# Calibration samples whose intermediate outputs ONNX Runtime holds at once. MinMax keeps two reductions per
+# tensor per sample; the histogram methods keep every intermediate tensor (~100 MB a sample for a
+# ResNet-50), then copy them once more to build histograms.
+_CALIB_CHUNK = {"minmax": 64, "entropy": 4, "percentile": 4}
+
+
+def _stride(count: int, chunk: int) -> int:
+    """The largest chunk size <= `chunk` that divides `count` (quantize_static requires it to)."""
+    return max(d for d in range(1, min(chunk, count) + 1) if count % d == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxInt8:
+    path: Path
+    per_channel: bool  # what the weights got: per-tensor when the model could not be raised to opset 13
+    notes: tuple[str, ...] = ()  # what the preparation changed or could not do, for the report
 
 
 def write_onnx_int8(
@@ -201,26 +229,38 @@ def write_onnx_int8(
     reduce_range: bool = False,
     nodes_to_exclude: tuple[str, ...] = (),
     stock: bool = False,
-) -> Path:
-    """int8 QDQ ONNX with ONNX Runtime's static quantization.
+) -> OnnxInt8:
+    """int8 QDQ ONNX with ONNX Runtime's static quantization, of the float model prepared by
+    converters.onnx_prep (Constant weights made initializers, opset raised for per-channel weights, ONNX
+    Runtime's pre-processing), calibrated in chunks so memory does not grow with the number of samples.
 
-    stock: ONNX Runtime's defaults (per-tensor weights, MinMax), for comparisons.
+    nodes_to_exclude: nodes of the float model to keep in float (followed through node fusions).
+    stock: ONNX Runtime's defaults (per-tensor weights, MinMax, no preparation), for comparisons.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from converters import onnx_prep
+
     if method not in CALIBRATION_METHODS:
         raise InputError(f"calibration method {method!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
+    if stock:
+        with atomic_path(path) as tmp:
+            quantize_static(os.fspath(float_path), os.fspath(tmp), _Reader(calib))
+        return OnnxInt8(path, False)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    with atomic_path(path) as tmp:
-        if stock:
-            quantize_static(os.fspath(float_path), os.fspath(tmp), _Reader(calib))
-        else:
-            quantize_static(
-                os.fspath(float_path), os.fspath(tmp), _Reader(calib),
-                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[method], nodes_to_exclude=list(nodes_to_exclude) or None,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-            )
-    return path
+    reader = _Reader(calib)
+    with tempfile.TemporaryDirectory(prefix="edgemm-quantize-") as work, atomic_path(path) as tmp:
+        prepared = onnx_prep.prepare(Path(float_path), Path(work), per_channel)
+        excluded, notes = onnx_prep.node_names(Path(float_path), prepared.path, tuple(nodes_to_exclude))
+        quantize_static(
+            os.fspath(prepared.path), os.fspath(tmp), reader,
+            quant_format=QuantFormat.QDQ, per_channel=prepared.per_channel, reduce_range=reduce_range,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=methods[method], nodes_to_exclude=excluded or None,
+            # Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it drops the collected outputs without
+            # merging their ranges ("No data is collected."). The strided loop merges every chunk.
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                           "CalibStridedMinMax": _stride(len(reader), _CALIB_CHUNK[method])},
+        )
+    return OnnxInt8(path, prepared.per_channel, prepared.notes + tuple(notes))

@@ -6,17 +6,24 @@ per activation tensor, the signal-to-quantization-noise ratio (SQNR, dB) of
 the int8 model's tensor against the float model's: the error accumulated up to
 that layer. Low SQNR = large error. The report names the worst layers and the
 ONNX nodes that produce them (candidates to keep in float).
+
+qdq_loss_debug.collect_activations keeps every intermediate tensor of every
+sample of both models (> 8 GB for a ResNet-50 and 64 samples); here the models
+run one sample at a time and only running sums of signal and noise power per
+tensor are kept, with qdq_loss_debug's tensor matching and SQNR definition.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from converters.export import _Reader
+_EPS = float(np.finfo(float).eps)  # qdq_loss_debug's floor on both norms
 
 
 def _producers(model_path: Path) -> dict[str, tuple[str, str]]:
@@ -26,29 +33,100 @@ def _producers(model_path: Path) -> dict[str, tuple[str, str]]:
     return {out: (node.name, node.op_type) for node in graph.node for out in node.output}
 
 
-def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarray], limit: int = 64) -> list[dict]:
-    """Per activation tensor of the float model: SQNR of the int8 model, worst first."""
+def _augmented_session(model: Path, work: Path):
+    """A session of `model` with every float tensor also an output (qdq_loss_debug's augmentation), graph
+    optimisations off as collect_activations runs it (the QDQ graph in float: fake quantization)."""
+    import onnxruntime as ort
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
+    augmented = work / f"{model.stem}_augmented.onnx"
+    dbg.modify_model_output_intermediate_tensors(os.fspath(model), os.fspath(augmented))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(os.fspath(augmented), options, providers=["CPUExecutionProvider"])
+    augmented.unlink()
+    return session
+
+
+def _saved(session) -> dict[str, str]:
+    """Tensor name -> the output that exposes it, in the session's output order."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    postfix = getattr(dbg, "_TENSOR_SAVE_POSTFIX", "_ReshapedSavedOutput")
+    return {o.name[: -len(postfix)]: o.name for o in session.get_outputs() if o.name.endswith(postfix)}
+
+
+def _qdq_pairs(qdq_tensors: list[str]) -> dict[str, tuple[str, str]]:
+    """Activation -> (its tensor before Q/DQ, after Q/DQ) in the int8 model, as
+    qdq_loss_debug.create_activation_matching pairs them (a later match replaces an earlier one)."""
+    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX, QUANT_INPUT_SUFFIX
+
+    present = set(qdq_tensors)
+    pairs: dict[str, tuple[str, str]] = {}
+    for name in qdq_tensors:
+        if name.endswith(QUANT_INPUT_SUFFIX):  # a graph output: X_QuantizeLinear_Input -> Q -> DQ -> X
+            activation = name[: -len(QUANT_INPUT_SUFFIX)]
+            pre, post = name, activation
+        else:
+            suffix = next((s for s in (DEQUANT_OUTPUT_SUFFIX, DEQUANT_OUTPUT_SUFFIX + "_1") if name.endswith(s)), None)
+            if suffix is None:
+                continue
+            activation = name[: -len(suffix)]
+            pre, post = activation, name
+        if pre in present and post in present:
+            pairs[activation] = (pre, post)
+    return pairs
+
+
+@dataclasses.dataclass
+class _Power:
+    """Running sums of squares over all samples: ||reference||^2 and ||reference - other||^2."""
+
+    signal: float = 0.0
+    noise: float = 0.0
+
+    def add(self, reference: np.ndarray, other: np.ndarray) -> None:
+        reference = reference.astype(np.float32, copy=False).ravel()  # float16 sums would overflow
+        diff = reference - other.astype(np.float32, copy=False).ravel()
+        self.signal += float(np.dot(reference, reference))
+        self.noise += float(np.dot(diff, diff))
+
+    def sqnr_db(self) -> float:
+        return 20 * math.log10(max(math.sqrt(self.signal), _EPS) / max(math.sqrt(self.noise), _EPS))
+
+
+def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarray], limit: int = 64) -> list[dict]:
+    """Per activation tensor of the float model: SQNR of the int8 model, worst first.
+
+    sqnr_db: the float model's tensor against the int8 model's (dequantized) one, over the first `limit`
+    samples; local_sqnr_db: the int8 model's tensor before against after its own Q/DQ pair.
+    """
     count = min(limit, len(next(iter(samples.values()))))
-    subset = {k: v[:count] for k, v in samples.items()}
     with tempfile.TemporaryDirectory(prefix="edgemm-layers-") as tmp:
-        float_aug, qdq_aug = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
-        dbg.modify_model_output_intermediate_tensors(os.fspath(float_onnx), os.fspath(float_aug))
-        dbg.modify_model_output_intermediate_tensors(os.fspath(int8_onnx), os.fspath(qdq_aug))
-        float_acts = dbg.collect_activations(os.fspath(float_aug), _Reader(subset))
-        qdq_acts = dbg.collect_activations(os.fspath(qdq_aug), _Reader(subset))
-    matched = dbg.create_activation_matching(qdq_acts, float_acts)
-    errors = dbg.compute_activation_error(matched)
-    producers = _producers(float_onnx)
+        float_session = _augmented_session(Path(float_onnx), Path(tmp))
+        qdq_session = _augmented_session(Path(int8_onnx), Path(tmp))
+    float_saved, qdq_saved = _saved(float_session), _saved(qdq_session)
+    pairs = {a: p for a, p in _qdq_pairs(list(qdq_saved)).items() if a in float_saved}
+    qdq_names = sorted({qdq_saved[t] for pair in pairs.values() for t in pair})
+    float_names = [float_saved[a] for a in pairs]
+    model_err = {a: _Power() for a in pairs}
+    local_err = {a: _Power() for a in pairs}
+    for i in range(count):  # one sample at a time: memory does not grow with `count`
+        feed = {name: array[i : i + 1].astype(np.float32) for name, array in samples.items()}
+        qdq = dict(zip(qdq_names, qdq_session.run(qdq_names, feed), strict=True))
+        floats = dict(zip(float_names, float_session.run(float_names, feed), strict=True))
+        for activation, (pre, post) in pairs.items():
+            model_err[activation].add(floats[float_saved[activation]], qdq[qdq_saved[post]])
+            local_err[activation].add(qdq[qdq_saved[pre]], qdq[qdq_saved[post]])
+    producers = _producers(Path(float_onnx))
     rows = []
-    for tensor, err in errors.items():
-        if "xmodel_err" not in err or tensor not in producers:
+    for tensor in pairs:
+        if count == 0 or tensor not in producers:
             continue
         node, op_type = producers[tensor]
         rows.append({"tensor": tensor, "node": node, "op_type": op_type,
-                     "sqnr_db": round(float(err["xmodel_err"]), 2),
-                     "local_sqnr_db": round(float(err.get("qdq_err", np.nan)), 2)})
+                     "sqnr_db": round(model_err[tensor].sqnr_db(), 2),
+                     "local_sqnr_db": round(local_err[tensor].sqnr_db(), 2)})
     rows.sort(key=lambda r: r["sqnr_db"])
     return rows
 

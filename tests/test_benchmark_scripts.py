@@ -68,6 +68,10 @@ def test_soak_short(converted_teacher):
     assert "(**= inferences**)" in text
 
 
+def test_convert_memory_teacher_onnx(data_dir):
+    assert "| teacher (onnx) |" in _script("convert_memory.py", "--only", "teacher", "--format", "onnx", "--no-write")
+
+
 def test_reliability_counts():
     text = _script("reliability.py", "-k", "idx_reader or usb_camera or audio_overflow or random_model", "--no-write")
     assert "150 generated examples" in text and "Faults injected during `edgemm run`: 3, survived: 3" in text

@@ -1,0 +1,257 @@
+"""ONNX int8 hygiene (converters/export.py write_onnx_int8, converters/onnx_prep.py) and the memory of
+calibration and of the per-layer error report (converters/layer_error.py).
+
+Invariants: int8.onnx loads in ONNX Runtime, gives outputs close to float.onnx, and is never larger than it;
+peak memory of calibration and of the layer report does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+from converters import onnx_prep
+from converters.export import write_onnx_int8
+from converters.layer_error import layer_errors
+
+pytestmark = pytest.mark.convert
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- models -------------------------------------------------------------------------------------------
+
+def _classifier(opset: int = 17, constant_weights: bool = False, batch_norm: bool = False) -> onnx.ModelProto:
+    """x (N,3,16,16) -> Conv -> [BatchNormalization] -> Relu -> Conv -> Relu -> GlobalAveragePool -> MatMul
+    -> y (N,4)."""
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.normal(0, 0.3, (16, 3, 3, 3)), "w2": rng.normal(0, 0.1, (32, 16, 3, 3)),
+               "wf": rng.normal(0, 0.2, (32, 4))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1")]
+    if batch_norm:
+        weights.update({"bn_scale": rng.uniform(0.5, 1.5, 16), "bn_bias": rng.normal(0, 0.1, 16),
+                        "bn_mean": rng.normal(0, 0.1, 16), "bn_var": rng.uniform(0.5, 1.5, 16)})
+        nodes.append(helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"],
+                                      ["b1"], name="bn"))
+    nodes += [helper.make_node("Relu", [nodes[-1].output[0]], ["r1"], name="relu1"),
+              helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+              helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="pool"),
+              helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+              helper.make_node("MatMul", ["f", "wf"], ["y"], name="fc")]
+    tensors = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    if constant_weights:  # as some exporters write them: Constant nodes, not initializers
+        nodes = [helper.make_node("Constant", [], [t.name], value=t, name=f"const_{t.name}") for t in tensors] + nodes
+        tensors = []
+    graph = helper.make_graph(nodes, "classifier",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7  # readable by every ONNX Runtime this project supports
+    onnx.checker.check_model(model)
+    return model
+
+
+def _wide() -> onnx.ModelProto:
+    """Small input, large activations (4 x 1 MiB float tensors per sample): what makes memory grow with samples."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.5, (16, 1, 3, 3)).astype(np.float32), "w1"),
+               numpy_helper.from_array(rng.normal(0, 0.1, (16, 16, 3, 3)).astype(np.float32), "w2"),
+               numpy_helper.from_array(rng.normal(0, 0.2, (16, 4)).astype(np.float32), "wf")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "wf"], ["y"], name="fc")]
+    graph = helper.make_graph(nodes, "wide",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 128, 128])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 7
+    return model
+
+
+def _calib(n: int = 32, shape=(3, 16, 16)) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(1).uniform(-1, 1, (n, *shape)).astype(np.float32)}
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # must load
+    return session.run(None, {"x": x})[0]
+
+
+def _sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / max(np.sum((reference - other) ** 2), 1e-30)))
+
+
+def _ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+# --- item 1: hygiene before quantization ------------------------------------------------------------
+
+def test_constant_weights_are_quantized_int8_not_larger_than_float(tmp_path):
+    float_path = _save(_classifier(constant_weights=True), tmp_path / "float.onnx")
+    result = write_onnx_int8(float_path, tmp_path / "int8.onnx", _calib())
+    x = _calib(8)["x"]
+    assert _sqnr_db(_run(float_path, x), _run(tmp_path / "int8.onnx", x)) > 20
+    # ~5.5k float weights: 22 KB as float, ~6 KB as int8 (plus scales); Constant weights would stay float
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.6 * float_path.stat().st_size
+    assert "Constant" not in _ops(tmp_path / "int8.onnx")
+    assert result.path == tmp_path / "int8.onnx"
+
+
+def test_opset11_per_channel_raises_opset_and_loads(tmp_path):
+    float_path = _save(_classifier(opset=11), tmp_path / "float.onnx")
+    result = write_onnx_int8(float_path, tmp_path / "int8.onnx", _calib(), per_channel=True)
+    x = _calib(8)["x"]
+    assert _sqnr_db(_run(float_path, x), _run(tmp_path / "int8.onnx", x)) > 20  # loads (it did not before)
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    assert result.per_channel
+    weight_scales = [i for i in model.graph.initializer if i.name == "w2_scale"]
+    assert weight_scales and weight_scales[0].dims == [32]  # one scale per output channel
+
+
+def test_opset_raise_failure_falls_back_to_per_tensor_mocked_converter(tmp_path, monkeypatch):
+    """Mocked: onnx's version converter fails only on ops it has no schema for, which ONNX Runtime cannot run
+    either, so the converter is made to fail here."""
+    def fail(model, target):
+        raise RuntimeError("no adapter for this op")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", fail)
+    float_path = _save(_classifier(opset=11), tmp_path / "float.onnx")
+    result = write_onnx_int8(float_path, tmp_path / "int8.onnx", _calib(), per_channel=True)
+    x = _calib(8)["x"]
+    assert _sqnr_db(_run(float_path, x), _run(tmp_path / "int8.onnx", x)) > 20
+    assert not result.per_channel
+    assert any("per-tensor" in n and "no adapter" in n for n in result.notes)
+    scales = {i.name: i.dims for i in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer}
+    assert scales["w2_scale"] == []
+
+
+def test_pre_processing_folds_batch_norm(tmp_path):
+    """ORT's quantization pre-processing (graph optimisation) folds BatchNormalization into the Conv before
+    quantization: the BN's scale then goes into the int8 weights instead of staying a float op."""
+    float_path = _save(_classifier(batch_norm=True), tmp_path / "float.onnx")
+    write_onnx_int8(float_path, tmp_path / "int8.onnx", _calib())
+    x = _calib(8)["x"]
+    assert _sqnr_db(_run(float_path, x), _run(tmp_path / "int8.onnx", x)) > 20
+    assert "BatchNormalization" not in _ops(tmp_path / "int8.onnx")
+    assert (tmp_path / "int8.onnx").stat().st_size < float_path.stat().st_size
+
+
+def test_excluded_node_follows_its_output_through_fusion(tmp_path):
+    """--keep-float names nodes of float.onnx (from the layer report); after BN folding the tensor 'b1' is made
+    by the fused Conv, which must then stay float (its weight not quantized)."""
+    float_path = _save(_classifier(batch_norm=True), tmp_path / "float.onnx")
+    write_onnx_int8(float_path, tmp_path / "int8.onnx", _calib(), nodes_to_exclude=("bn",))
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    producer = next(n for n in model.graph.node if "b1" in n.output)
+    assert producer.op_type == "Conv"
+    assert not any(i.name.startswith("w1") and i.data_type == TensorProto.INT8 for i in model.graph.initializer)
+    assert any(i.data_type == TensorProto.INT8 for i in model.graph.initializer)  # the rest is int8
+
+
+def test_pre_processing_failure_is_noted(tmp_path):
+    """A model ONNX Runtime cannot optimise (an op it does not know): prepare() still gives a model, and says why."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mystery", ["r"], ["y"],
+                                                                                            domain="example.custom")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("example.custom", 1)])
+    prepared = onnx_prep.prepare(_save(model, tmp_path / "float.onnx"), tmp_path, per_channel=True)
+    assert prepared.path.is_file()
+    assert any("pre-processing" in n for n in prepared.notes)
+
+
+# --- items 2 and 3: memory does not grow with the number of samples ----------------------------------
+
+_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    import numpy as np
+    task, model, samples, method = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    x = np.random.default_rng(1).uniform(-1, 1, (samples, 1, 128, 128)).astype(np.float32)
+    if task == "calibrate":
+        from converters.export import write_onnx_int8
+        write_onnx_int8(model, model.with_name(f"int8_{samples}.onnx"), {"x": x}, method=method)
+    else:
+        from converters.layer_error import layer_errors
+        layer_errors(model, model.with_name("int8.onnx"), {"x": x}, limit=samples)
+    print(json.dumps({"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""")
+
+
+def _peak_mb(task: str, model: Path, samples: int, method: str = "minmax") -> float:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, task, str(model), str(samples), method], cwd=REPO,
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])["max_rss_mb"]
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_calibration_memory_does_not_grow_with_samples(tmp_path, method):
+    """Every calibration sample exposes ~5 MiB of intermediate tensors; 64 samples kept at once would add
+    ~300 MiB over 8."""
+    model = _save(_wide(), tmp_path / "float.onnx")
+    growth = _peak_mb("calibrate", model, 64, method) - _peak_mb("calibrate", model, 8, method)
+    assert growth < 40, f"peak RSS grew {growth:.0f} MiB from 8 to 64 calibration samples"
+
+
+def test_layer_report_memory_does_not_grow_with_samples(tmp_path):
+    model = _save(_wide(), tmp_path / "float.onnx")
+    write_onnx_int8(model, tmp_path / "int8.onnx", {"x": np.random.default_rng(2).uniform(-1, 1, (8, 1, 128, 128))
+                                                    .astype(np.float32)})
+    growth = _peak_mb("layers", model, 64) - _peak_mb("layers", model, 8)
+    assert growth < 40, f"peak RSS grew {growth:.0f} MiB from 8 to 64 samples"
+
+
+# --- item 3: the streamed layer report gives what ONNX Runtime's qdq_loss_debug gives ----------------
+
+def _oracle(float_path: Path, int8_path: Path, x: np.ndarray, tmp: Path) -> dict[str, tuple[float, float]]:
+    """The per-tensor SQNRs as qdq_loss_debug computes them with every sample in memory."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    class Reader:
+        def __iter__(self):
+            return iter([{"x": x[i : i + 1]} for i in range(len(x))])
+
+    dbg.modify_model_output_intermediate_tensors(str(float_path), str(tmp / "float_aug.onnx"))
+    dbg.modify_model_output_intermediate_tensors(str(int8_path), str(tmp / "qdq_aug.onnx"))
+    matched = dbg.create_activation_matching(dbg.collect_activations(str(tmp / "qdq_aug.onnx"), Reader()),
+                                             dbg.collect_activations(str(tmp / "float_aug.onnx"), Reader()))
+    errors = dbg.compute_activation_error(matched)
+    return {t: (e["xmodel_err"], e["qdq_err"]) for t, e in errors.items() if "xmodel_err" in e}
+
+
+def test_layer_errors_match_qdq_loss_debug(tmp_path):
+    float_path = _save(_classifier(), tmp_path / "float.onnx")
+    write_onnx_int8(float_path, tmp_path / "int8.onnx", _calib())
+    samples = _calib(12)
+    rows = layer_errors(float_path, tmp_path / "int8.onnx", samples, limit=10)
+    oracle = _oracle(float_path, tmp_path / "int8.onnx", samples["x"][:10], tmp_path)
+    producers = {o: n for n in _classifier().graph.node for o in n.output}
+    assert {r["tensor"] for r in rows} == {t for t in oracle if t in producers} and len(rows) >= 4
+    for r in rows:
+        assert r["sqnr_db"] == pytest.approx(oracle[r["tensor"]][0], abs=0.02)
+        assert r["local_sqnr_db"] == pytest.approx(oracle[r["tensor"]][1], abs=0.02)
+        assert (r["node"], r["op_type"]) == (producers[r["tensor"]].name, producers[r["tensor"]].op_type)
+    assert [r["sqnr_db"] for r in rows] == sorted(r["sqnr_db"] for r in rows)  # worst first
