@@ -13,6 +13,7 @@ Each step that cannot be done is skipped with a note saying why; the model is ne
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -117,6 +118,19 @@ class _Errors(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    """ONNX Runtime's symbolic shape inference saves a debug model and its external data files into the
+    current directory when it cannot infer every shape (sym_shape_infer_temp.onnx, UUID.data): they must
+    land in the scratch directory, not in the user's."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def pre_process(src: Path, dst: Path) -> tuple[Path, list[str]]:
     """ONNX Runtime's quant_pre_process on `src` into `dst`: (dst, notes), or (src, notes) if it failed.
 
@@ -124,6 +138,8 @@ def pre_process(src: Path, dst: Path) -> tuple[Path, list[str]]:
     the pre-processing runs without it (ONNX shape inference still runs).
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = src.resolve(), dst.resolve()  # the working directory changes around the call
 
     notes: list[str] = []
     attempts = [False, True] if importlib.util.find_spec("sympy") else [True]
@@ -134,7 +150,8 @@ def pre_process(src: Path, dst: Path) -> tuple[Path, list[str]]:
         errors = _Errors()
         logger.addHandler(errors)
         try:
-            quant_pre_process(os.fspath(src), os.fspath(dst), skip_symbolic_shape=skip_symbolic)
+            with _working_directory(dst.parent):
+                quant_pre_process(os.fspath(src), os.fspath(dst), skip_symbolic_shape=skip_symbolic)
         except Exception as e:  # shape inference and ONNX Runtime raise many types
             why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             notes.append(f"quantization pre-processing failed ({'' if skip_symbolic else 'symbolic shapes: '}{why})")
