@@ -214,22 +214,23 @@ class CameraSource:
 
     def _reopen(self, read_ok: bool, stalled: bool) -> bool:
         """Releases a live source that failed or stalled and reopens it with backoff; False: stop capturing."""
-        if not read_ok:
+        if self.reconnect_enabled:
+            why = f"stalled (no new frame for {STALL_SECONDS:g} s)" if stalled else "stopped delivering frames"
+            self._say(f"camera {self.uri} {why}; reconnecting with backoff")  # said before counted: a reader
+        if not read_ok:                                                       # seeing the count sees the line
             self.read_errors += 1
         if stalled:
             self.stalls += 1
         if not self.reconnect_enabled:
             return False
         self._cap.release()
-        why = f"stalled (no new frame for {STALL_SECONDS:g} s)" if stalled else "stopped delivering frames"
-        self._say(f"camera {self.uri} {why}; reconnecting with backoff")
         while not self._stop.wait(self._backoff):  # unplugged USB camera, restarted or hung stream server, ...
             self._backoff = min(self.max_backoff, self._backoff * 2)
             cap, _ = self._capture()  # bounded: OPEN_TIMEOUT_S for streams
             if cap.isOpened():
                 self._cap, self._backoff = cap, 0.25
-                self.reconnects += 1
                 self._say(f"camera {self.uri} reconnected")
+                self.reconnects += 1
                 return True
             cap.release()
         return False
