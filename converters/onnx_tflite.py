@@ -54,6 +54,17 @@ def find_onnx2tf() -> Path:
                           "or convert with --format onnx")
 
 
+def _command(onnx2tf: Path) -> list[str]:
+    """onnx2tf run through onnx2tf_stop.py by its own Python (read from the script's #! line), so it
+    stops after the SavedModel; any other onnx2tf command ($EDGEMM_ONNX2TF) runs as it is."""
+    with open(onnx2tf, "rb") as f:
+        first = f.readline(4096).decode("utf-8", "replace").strip()
+    python = first[2:].strip() if first.startswith("#!") else ""
+    if python and " " not in python and Path(python).name.startswith("python") and Path(python).is_file():
+        return [python, str(Path(__file__).with_name("onnx2tf_stop.py"))]
+    return [str(onnx2tf)]
+
+
 def _prepared_copy(source, path: Path) -> tuple[Path, dict[str, str]]:
     """The source ONNX with static shapes (batch 1), inputs renamed i0, i1, ... and IR <= MAX_IR_VERSION."""
     import onnx
@@ -108,7 +119,7 @@ def to_saved_model(source, out: Path, log, keep_layout: bool = False) -> tuple[G
         kept = [keys[t.name] for t in source.inputs if len(t.shape) >= 3]
     else:
         kept = [keys[n] for n, b in (source.binding.inputs.items() if source.binding else ()) if _keep(b)]
-    args = [str(onnx2tf), "-i", model.name, "-o", str(out), "-osd", "-n"] + (["-kat", *kept] if kept else [])
+    args = [*_command(onnx2tf), "-i", model.name, "-o", str(out), "-osd", "-n"] + (["-kat", *kept] if kept else [])
     env = dict(os.environ, PATH=os.pathsep.join([str(onnx2tf.parent), os.environ.get("PATH", "")]))
     try:
         proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
