@@ -117,6 +117,10 @@ def measure(model: Path, args: list[str], out: Path, result: Path) -> dict:
             "val": report.get("data", {}).get("validation_samples"), "tail": tail}
 
 
+def _count(n) -> str:
+    return "-" if n is None else str(n)  # no report.json: the convert failed before writing one
+
+
 def model_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
@@ -140,7 +144,7 @@ def section(rows: dict[str, dict], extra: str) -> str:
         peak = max(r["self_mb"], r["children_mb"])
         limit = TARGET_MB.get(name.split()[0])
         target = f"< {limit / 1024:.0f} GiB: {'met' if peak < limit else 'NOT met'}" if limit else "-"
-        lines.append(f"| {name} | {r['float_mb']:.1f} MiB | {r['calib']} / {r['val']} | {r['self_mb']:.0f} MiB "
+        lines.append(f"| {name} | {r['float_mb']:.1f} MiB | {_count(r['calib'])} / {_count(r['val'])} | {r['self_mb']:.0f} MiB "
                      f"| {r['children_mb']:.0f} MiB | {target} | {r['seconds']:.0f} s | {r['exit']} |")
     lines.append("")
     for name, r in rows.items():

@@ -91,7 +91,8 @@ def unanswering_server() -> socket.socket:
     return socket.create_server(("127.0.0.1", 0), backlog=16)
 
 
-def _wait(condition, timeout: float) -> bool:
+def wait_until(condition, timeout: float) -> bool:
+    """Polls `condition` every 5 ms; False when it is still false after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -110,18 +111,18 @@ def measure_stalls(rounds: int) -> tuple[list[float], list[float], int]:
     camera.start()
     try:
         for _ in range(rounds):
-            if not _wait(lambda: camera.frames_captured > 0 and time.monotonic() - camera.latest().t < 0.2, 10):
+            if not wait_until(lambda: camera.frames_captured > 0 and time.monotonic() - camera.latest().t < 0.2, 10):
                 raise RuntimeError("the camera delivers no frames")
             time.sleep(0.5)  # steady frames before the stall
             seen = len(noticed)
             server.stall()
-            if not _wait(lambda seen=seen: len(noticed) > seen, 10 * STALL_SECONDS):
+            if not wait_until(lambda seen=seen: len(noticed) > seen, 10 * STALL_SECONDS):
                 raise RuntimeError("the stall was never noticed")
             detection.append(noticed[-1] - camera.latest().t)
             last_seq = camera.latest().seq
             resumed = time.monotonic()
             server.resume()
-            if not _wait(lambda last=last_seq: camera.latest().seq > last, 15):
+            if not wait_until(lambda last=last_seq: camera.latest().seq > last, 15):
                 raise RuntimeError("no frame after the server resumed")
             recovery.append(camera.latest().t - resumed)
         return detection, recovery, camera.frames_captured

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from edgemm.errors import InputError
-from edgemm.manifest import MANIFEST_NAME
+from edgemm.manifest import MANIFEST_NAME, is_model_dir
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2  # linux/fs.h
@@ -65,7 +65,7 @@ class OutputDir:
             if _inside(path, resolved):
                 raise InputError(f"--out {out}: holds {path}, an input of this convert; convert replaces the "
                                  "whole directory: give another --out")
-        if out.exists() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        if out.exists() and any(out.iterdir()) and not is_model_dir(out):
             raise InputError(f"--out {out}: a non-empty directory that is not an edgemm output (no "
                              f"{MANIFEST_NAME}); convert replaces the whole directory: give a new or empty one")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -333,6 +333,7 @@ def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipe
     """Benchmark converted models (DIR = edgemm convert output) and write comparable reports."""
     from edgemm.bench import report as reports
     from edgemm.bench.run import compare, run_bench
+    from edgemm.manifest import is_model_dir
     from edgemm.errors import GateError, InputError
 
     if compare_files:
@@ -354,7 +355,7 @@ def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipe
     if report_dir is None:
         raise click.UsageError("--report OUT is required when benchmarking")
     check_output_dir(report_dir, "--report")  # before minutes of measuring, not after
-    if (report_dir / "manifest.json").is_file():  # its report.json is convert's
+    if is_model_dir(report_dir):  # its report.json is convert's
         raise InputError(f"--report {report_dir}: a model directory (it holds manifest.json), whose files "
                          "belong to convert: give another directory")
     result = run_bench(

@@ -25,6 +25,12 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 FORMATS = ("tflite", "onnx")
+
+
+def is_model_dir(path: Path) -> bool:
+    """A directory edgemm convert wrote (it holds manifest.json): its files are convert's, never overwritten
+    by run or bench."""
+    return (Path(path) / MANIFEST_NAME).is_file()
 PRECISIONS = ("float32", "float16", "int8", "mixed")
 # Tensor types as the backends name them (numpy names). ONNX Runtime's own name ("tensor(double)") is what
 # convert records for a type edgemm does not map: accepted for outputs, which edgemm never has to make.

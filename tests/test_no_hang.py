@@ -17,22 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.stalled_camera import StallingMjpegServer, unanswering_server
+from benchmarks.stalled_camera import StallingMjpegServer, unanswering_server, wait_until as _wait
 from edgemm.capture.camera import CameraSource, classify
 from edgemm.errors import InputError
 from edgemm.runtime.metrics import serve_metrics
 from edgemm.runtime.stats import StatsRecorder, check_stats_path, read_stats
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _one_line(error: BaseException) -> str:

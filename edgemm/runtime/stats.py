@@ -32,6 +32,7 @@ import numpy as np
 
 from edgemm.atomic import check_output_dir
 from edgemm.errors import InputError
+from edgemm.manifest import is_model_dir
 
 STAGES = ("frame_age", "audio_age", "pairing_error", "image_pre", "audio_wait", "audio_features", "inference",
           "invoke", "postprocess", "loop", "outside_invoke", "sensor_to_decision")
@@ -62,19 +63,13 @@ def describe(values) -> dict:
             "p99": round(float(p99), 4), "max": round(float(x.max()), 4)}
 
 
-def _model_directory(path: Path) -> Path | None:
-    """The model directory (one holding manifest.json) that `path` would be written into, if any."""
-    parent = Path(path).resolve().parent
-    return parent if (parent / "manifest.json").is_file() else None
-
-
 def _refuse(path: Path, flag: str) -> None:
     if path.is_dir():
         raise InputError(f"{flag} {path}: is a directory; give a file (records are appended to it)")
     if path.exists() and not path.is_file():  # a FIFO blocks the run, a device (/dev/full) loses the records
         raise InputError(f"{flag} {path}: not a regular file; give a file (records are appended to it)")
-    model = _model_directory(path)
-    if model is not None:
+    model = Path(path).resolve().parent
+    if is_model_dir(model):
         raise InputError(f"{flag} {path}: inside the model directory {model} (it holds manifest.json); "
                          "write it elsewhere")
 
@@ -131,9 +126,13 @@ class StatsRecorder:
     summary counts `stats_write_errors`, and the run and its printed summary go on. Records the writer
     could not keep up with are dropped and counted (`stats_records_dropped`)."""
 
-    def __init__(self, path: Path | None = None, warn: Callable[[str], None] = _warn):
+    def __init__(self, path: Path | None = None, warn: Callable[[str], None] = _warn,
+                 observer: Callable[[dict], None] | None = None):
         self.path = Path(path) if path else None
         self.warn = warn
+        # called with each steady-state record as it is added (the /metrics histograms), so that nothing is
+        # recomputed from all the samples per scrape; may be attached after construction
+        self.observer = observer
         self._fd = _open_for_append(self.path) if self.path else None
         self.count = 0
         self._first: dict | None = None  # the first inference, reported apart from the steady state
@@ -153,7 +152,8 @@ class StatsRecorder:
     def add(self, record: dict) -> None:
         with self._lock:
             self.count += 1
-            if self.count <= WARMUP:
+            steady = self.count > WARMUP
+            if not steady:
                 self._first = {k: record.get(k) for k in ("inference", "loop", "sensor_to_decision")}
             else:
                 for name, values in self._steady.items():
@@ -163,6 +163,8 @@ class StatsRecorder:
                 if self._t_first_steady is None:
                     self._t_first_steady = record.get("t")
                 self._t_last = record.get("t")
+        if steady and self.observer is not None:  # outside the lock: a scrape never waits on it
+            self.observer(record)
         if self._writer is not None:
             try:
                 self._queue.put_nowait((json.dumps(record, separators=(",", ":")) + "\n").encode())
