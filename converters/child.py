@@ -3,7 +3,7 @@ or data (TFLite's quantizer segfaults on calibration values near float32's limit
 `Error:` line instead of taking `edgemm convert` down with it.
 
 The parent sends a JSON job; the child runs every step (load, calibrate, quantize, export, validate) and
-reports on a pipe, one JSON object per line: {"log": line}, then {"report": {...}} or
+reports on a pipe, one JSON object per line: {"log": line}, {"progress": [step, done, total]}, then {"report": {...}} or
 {"error": class name, "message": ...}. The child runs in its own session, so the parent can stop it and
 every process it started (onnx2tf, tf2onnx, validation runners) at once, and with TMPDIR inside the
 parent's work directory, so nothing a library leaves in /tmp survives a crash.
@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from edgemm import errors
+from edgemm import errors, logs
 from edgemm.errors import EdgemmError, InputError
 
 _PATH_FIELDS = ("calib", "val", "train", "spec", "custom_code", "student")
@@ -48,7 +48,8 @@ def _signal_name(code: int) -> str:
         return f"signal {code}"
 
 
-def run_in_child(model: Path, out: Path, staging: Path, work: Path, options, log: Callable[[str], None]) -> dict:
+def run_in_child(model: Path, out: Path, staging: Path, work: Path, options, log: Callable[[str], None],
+                 progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Runs `_Run(model, staging, options)` in a child; returns its report or raises its EdgemmError.
 
     Messages name `out`, where the files will be, not the staging directory they are written to.
@@ -63,10 +64,16 @@ def run_in_child(model: Path, out: Path, staging: Path, work: Path, options, log
     job.write_text(json.dumps({"model": os.fspath(model), "out": os.fspath(staging), "work": os.fspath(work),
                                "options": _options_json(options)}))
     read_fd, write_fd = os.pipe()
-    env = dict(os.environ, TMPDIR=os.fspath(work / "tmp"))
-    proc = subprocess.Popen([sys.executable, "-m", "converters.child", os.fspath(job), str(write_fd)],
-                            pass_fds=(write_fd,), start_new_session=True, env=env)
-    os.close(write_fd)
+    env = logs.quiet_env(dict(os.environ, TMPDIR=os.fspath(work / "tmp")))
+    libraries = logs.library_output(work / "libraries.log")  # TensorFlow's C++ logs and the like, unless -v
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "converters.child", os.fspath(job), str(write_fd)],
+                                pass_fds=(write_fd,), start_new_session=True, env=env, stdout=libraries,
+                                stderr=libraries)
+    finally:
+        os.close(write_fd)
+        if libraries is not None:
+            libraries.close()
     result, last = None, "starting"
     try:
         with os.fdopen(read_fd) as channel:
@@ -75,6 +82,9 @@ def run_in_child(model: Path, out: Path, staging: Path, work: Path, options, log
                 if "log" in message:
                     last = shown(message["log"]).strip()
                     log(shown(message["log"]))
+                elif "progress" in message:
+                    if progress is not None:
+                        progress(*message["progress"])
                 else:
                     result = message
         code = proc.wait()
@@ -90,7 +100,9 @@ def run_in_child(model: Path, out: Path, staging: Path, work: Path, options, log
         raise cls(shown(result["message"]))
     why = (f"killed by {_signal_name(-code)}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
            if code < 0 else f"exit status {code}")
-    raise InputError(f"{model}: convert crashed ({why}) after: {last[:200]}; nothing was written to the output")
+    hint = "" if logs.verbose() else " (--verbose shows the libraries' own log)"
+    raise InputError(f"{model}: convert crashed ({why}) after: {last[:200]}; nothing was written to the output"
+                     + hint)
 
 
 def _main(job_path: str, fd: int) -> int:
@@ -104,7 +116,7 @@ def _main(job_path: str, fd: int) -> int:
         from converters.convert import _Run
 
         run = _Run(Path(job["model"]), Path(job["out"]), _options(job["options"]), lambda line: send(log=line),
-                   work=Path(job["work"]))
+                   work=Path(job["work"]), progress=lambda step, done, total: send(progress=[step, done, total]))
         send(report=run.steps())
     except EdgemmError as e:
         send(error=type(e).__name__, message=str(e))

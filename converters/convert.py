@@ -35,6 +35,7 @@ from edgemm.atomic import atomic_path, write_json
 from edgemm.backends.isolated import describe_tflite, run_isolated
 from edgemm.errors import GateError, InputError
 from edgemm.manifest import MANIFEST_NAME, SCHEMA_VERSION, sha256_file
+from edgemm.progress import Update, throttled
 
 REPORT_SCHEMA_VERSION = 1
 TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "ort-cpu", "ai-edge-litert", "numpy")
@@ -122,13 +123,21 @@ def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray 
 class _Run:
     """One conversion: holds the source, data, output directory and what was measured."""
 
-    def __init__(self, model: Path, out_dir: Path, options: ConvertOptions, log: Callable[[str], None], work: Path):
+    def __init__(self, model: Path, out_dir: Path, options: ConvertOptions, log: Callable[[str], None], work: Path,
+                 progress: Callable[[str, int, int], None] | None = None):
         self.options, self.log, self.out = options, log, Path(out_dir)
+        self.progress = progress
         self.stages: dict[str, float] = {}
         self.artifacts: dict[str, dict] = {}
         self.notes: list[str] = []
         self.model_path = Path(model)
         self.work = Path(work)  # intermediate files (removed by the caller)
+
+    def counter(self, step: str) -> Update | None:
+        """(done, total) of a long step, for the progress bar on the user's terminal."""
+        if self.progress is None:
+            return None
+        return throttled(lambda done, total: self.progress(step, done, total))
 
     def stage(self, name: str, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -141,7 +150,8 @@ class _Run:
                  lay: layout.ArtifactLayout = layout.ArtifactLayout()) -> dict:
         self.log(f"  validating {path.name} in {kind} on {len(self.val)} held-out samples")
         inputs = layout.to_artifact(self.val.inputs, lay.inputs)
-        outputs, info = self.stage("validate", run_isolated, kind, path, inputs, backend_options)
+        outputs, info = self.stage("validate", run_isolated, kind, path, inputs, backend_options,
+                                   progress=self.counter(f"validating {path.name}"))
         outputs = layout.to_source(outputs, lay.outputs)
         entry = self.artifacts.setdefault(key, {})
         entry.update(self.compare(outputs))
@@ -371,7 +381,8 @@ class _Run:
         self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples keyed by input name, "
                  f"{granularity} weights)")
         calib = layout.to_artifact(self.calib.inputs, lay.inputs)
-        self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel)
+        self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel,
+                   self.counter("calibrating int8 TFLite"))
         self.record("int8_tflite", int8_path, "tflite", "int8", quantization={
             "scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
             "activations": "int8 per-tensor asymmetric"}, **lay.entry())
@@ -440,7 +451,8 @@ class _Run:
         if o.fp16_onnx:
             self.fp16(float_path)
         self.artifacts["int8_onnx"]["layers"] = self.stage(
-            "layer_report", layer_error.layer_errors, float_path, int8_path, self.calib.inputs)[:20]
+            "layer_report", layer_error.layer_errors, float_path, int8_path, self.calib.inputs,
+            progress=self.counter("per-layer error report"))[:20]
         if o.keep_float == "auto" and o.max_accuracy_drop is not None:
             self.keep_sensitive_layers_in_float(float_path, int8_path)
 
@@ -474,7 +486,8 @@ class _Run:
         self.log(f"quantizing to int8 QDQ ONNX ({o.method}, per-channel={o.per_channel}, reduce_range={reduce_range}"
                  + (f", {len(excluded)} nodes kept in float" if excluded else "") + ")")
         result = self.stage("quantize_onnx", export.write_onnx_int8, float_path, int8_path, self.calib.inputs,
-                            o.method, o.per_channel, reduce_range, excluded)
+                            o.method, o.per_channel, reduce_range, excluded,
+                            progress=self.counter("calibrating int8 ONNX"))
         self.notes.extend(n for n in result.notes if n not in self.notes)  # what the ONNX preparation changed
         granularity = "per-channel" if result.per_channel else "per-tensor"
         self.record("int8_onnx", int8_path, "onnx", "mixed" if excluded else "int8",
@@ -545,7 +558,7 @@ class _Run:
 
 
 def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions(),
-            log: Callable[[str], None] = print) -> dict:
+            log: Callable[[str], None] = print, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Runs the conversion; returns the report. Raises GateError (after writing everything) if a gate fails.
 
     The conversion runs in a child process (converters/child.py) and writes into a staging directory that
@@ -554,7 +567,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions
     inputs = [model, options.spec, options.calib, options.val, options.train, options.student, options.custom_code]
     target = OutputDir(Path(out_dir), inputs)
     with target as staging, tempfile.TemporaryDirectory(prefix="edgemm-convert-") as work:
-        report = run_in_child(Path(model), Path(out_dir), staging, Path(work), options, log)
+        report = run_in_child(Path(model), Path(out_dir), staging, Path(work), options, log, progress)
         target.commit()
     message = gate_message(report, out_dir)
     if message:

@@ -19,15 +19,18 @@ import numpy as np
 from edgemm.atomic import atomic_path
 from edgemm.binding import Tensor
 from edgemm.errors import InputError
+from edgemm.progress import Update
 
 ONNX_OPSET = 17
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-def _batches(calib: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+def _batches(calib: dict[str, np.ndarray], progress: Update | None = None) -> Iterator[dict[str, np.ndarray]]:
     count = len(next(iter(calib.values())))
     for i in range(count):
         yield {name: array[i : i + 1].astype(np.float32) for name, array in calib.items()}
+        if progress is not None:
+            progress(i + 1, count)
 
 
 def export_saved_model(keras_model, path: Path, inputs: list[Tensor] | None = None) -> Path:
@@ -64,7 +67,8 @@ def named_outputs(keras_model):
     return keras.Model(keras_model.input, dict(zip(names, keras_model.outputs)))
 
 
-def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool = True, per_channel: bool = True):
+def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool = True, per_channel: bool = True,
+                     progress: Update | None = None):
     """A TFLiteConverter for a SavedModel (converters.saved_model.Graph); with `calib`, int8 post-training
     quantization.
 
@@ -85,7 +89,7 @@ def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool
         if set(calib) != set(static):
             raise InputError(f"calibration arrays {sorted(calib)} do not match model inputs {sorted(static)}")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: _batches(calib)  # dict keyed by name, never a list
+        converter.representative_dataset = lambda: _batches(calib, progress)  # keyed by name, never a list
         # The converter has no public switch for weight granularity; this attribute is the one it reads.
         converter._experimental_disable_per_channel = not per_channel
         if full_int8:
@@ -96,10 +100,10 @@ def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool
 
 
 def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True,
-                 per_channel: bool = True) -> Path:
-    """TFLite from a SavedModel (see tflite_converter), written atomically."""
+                 per_channel: bool = True, progress: Update | None = None) -> Path:
+    """TFLite from a SavedModel (see tflite_converter), written atomically; `progress` counts calibration."""
     try:
-        flatbuffer = tflite_converter(graph, calib, full_int8, per_channel).convert()
+        flatbuffer = tflite_converter(graph, calib, full_int8, per_channel, progress).convert()
     except InputError:
         raise
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
@@ -184,9 +188,10 @@ class _Reader:
     calibrate chunk by chunk.
     """
 
-    def __init__(self, calib: dict[str, np.ndarray]):
+    def __init__(self, calib: dict[str, np.ndarray], progress: Update | None = None):
         self._calib = calib
         self._count = len(next(iter(calib.values())))
+        self._progress, self._done = progress, 0
         self.set_range(0, self._count)
 
     def __len__(self) -> int:
@@ -196,9 +201,14 @@ class _Reader:
         self._it = _batches({name: array[start_index:end_index] for name, array in self._calib.items()})
 
     def get_next(self):
-        return next(self._it, None)
+        batch = next(self._it, None)
+        if batch is not None and self._progress is not None:
+            self._done = min(self._done + 1, self._count)
+            self._progress(self._done, self._count)
+        return batch
 
     def rewind(self):
+        self._done = 0
         self.set_range(0, self._count)
 
 
@@ -229,6 +239,7 @@ def write_onnx_int8(
     reduce_range: bool = False,
     nodes_to_exclude: tuple[str, ...] = (),
     stock: bool = False,
+    progress: Update | None = None,
 ) -> OnnxInt8:
     """int8 QDQ ONNX with ONNX Runtime's static quantization, of the float model prepared by
     converters.onnx_prep (Constant weights made initializers, opset raised for per-channel weights, ONNX
@@ -249,7 +260,7 @@ def write_onnx_int8(
         return OnnxInt8(path, False)
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    reader = _Reader(calib)
+    reader = _Reader(calib, progress)
     with tempfile.TemporaryDirectory(prefix="edgemm-quantize-") as work, atomic_path(path) as tmp:
         prepared = onnx_prep.prepare(Path(float_path), Path(work), per_channel)
         excluded, notes = onnx_prep.node_names(Path(float_path), prepared.path, tuple(nodes_to_exclude))

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemm.progress import Update
+
 _EPS = float(np.finfo(float).eps)  # qdq_loss_debug's floor on both norms
 
 
@@ -95,7 +97,8 @@ class _Power:
         return 20 * math.log10(max(math.sqrt(self.signal), _EPS) / max(math.sqrt(self.noise), _EPS))
 
 
-def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarray], limit: int = 64) -> list[dict]:
+def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarray], limit: int = 64,
+                 progress: Update | None = None) -> list[dict]:
     """Per activation tensor of the float model: SQNR of the int8 model, worst first.
 
     sqnr_db: the float model's tensor against the int8 model's (dequantized) one, over the first `limit`
@@ -118,6 +121,8 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
         for activation, (pre, post) in pairs.items():
             model_err[activation].add(floats[float_saved[activation]], qdq[qdq_saved[post]])
             local_err[activation].add(qdq[qdq_saved[pre]], qdq[qdq_saved[post]])
+        if progress is not None:
+            progress(i + 1, count)
     producers = _producers(Path(float_onnx))
     rows = []
     for tensor in pairs:

@@ -47,21 +47,30 @@ def av_digits_files(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="session")
-def converted_teacher(tmp_path_factory, av_digits_files):
-    """The shipped teacher converted once per test session: (output dir, report)."""
+def teacher_convert_run(tmp_path_factory, av_digits_files):
+    """`python -m edgemm convert` of the shipped teacher, once per test session, as a user runs it (no -v):
+    (output dir, report, stdout, stderr)."""
     if not HAS_CONVERT:
         pytest.skip("converter extra not installed")
     import json
-
-    from click.testing import CliRunner
-
-    from edgemm.cli import main
+    import subprocess
+    import sys
+    from pathlib import Path
 
     out = tmp_path_factory.mktemp("teacher")
-    result = CliRunner().invoke(main, ["convert", TEACHER, "--out", str(out), "--calib", str(av_digits_files.calib),
-                                       "--val", str(av_digits_files.val)])
-    assert result.exit_code == 0, result.output
-    return out, json.loads((out / "report.json").read_text())
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "EDGEMM_VERBOSE", "EDGEMM_DEBUG")}
+    proc = subprocess.run([sys.executable, "-m", "edgemm", "convert", TEACHER, "--out", str(out),
+                           "--calib", str(av_digits_files.calib), "--val", str(av_digits_files.val)],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, json.loads((out / "report.json").read_text()), proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def converted_teacher(teacher_convert_run):
+    """The shipped teacher converted once per test session: (output dir, report)."""
+    return teacher_convert_run[:2]
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,7 +34,8 @@ def child_failure(proc: subprocess.CompletedProcess) -> str:
 
 
 def run_isolated(
-    kind: str, path, inputs: dict[str, np.ndarray], options: dict | None = None, timeout: float = 600.0
+    kind: str, path, inputs: dict[str, np.ndarray], options: dict | None = None, timeout: float = 600.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Runs every sample of `inputs` (arrays keyed by input name, first axis = sample).
 
@@ -41,6 +44,7 @@ def run_isolated(
     Returns:
         (outputs keyed by output name, each stacked over samples; info with the backend's
         name, input/output tensor descriptions and the median invoke time in ms).
+    progress: called with (samples done, samples) as the child reports them.
     """
     with tempfile.TemporaryDirectory(prefix="edgemm-run-") as tmp:
         tmp = Path(tmp)
@@ -49,16 +53,36 @@ def run_isolated(
                "inputs": str(tmp / "inputs.npz"), "outputs": str(tmp / "outputs.npz"), "info": str(tmp / "info.json")}
         (tmp / "job.json").write_text(json.dumps(job))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgemm.backends.isolated", str(tmp / "job.json")],
-            capture_output=True, text=True, timeout=timeout, env=env,
-        )
+        proc = _run_reporting([sys.executable, "-m", "edgemm.backends.isolated", str(tmp / "job.json")],
+                              env, timeout, progress, tmp / "stderr.txt")
         if proc.returncode != 0:
             raise InputError(f"{path}: running it in {kind} failed: {child_failure(proc)}")
         with np.load(tmp / "outputs.npz") as data:
             outputs = {k: data[k] for k in data.files}
         info = json.loads((tmp / "info.json").read_text())
     return outputs, info
+
+
+def _run_reporting(args: list[str], env: dict, timeout: float, progress, stderr_path: Path):
+    """Runs the child, passing each "done total" line it prints to `progress`; stderr is kept in a file (a
+    pipe could fill up while stdout is read). Returns a CompletedProcess with that stderr."""
+    deadline = time.monotonic() + timeout
+    with open(stderr_path, "w+") as stderr:
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env) as proc:
+            timer = threading.Timer(timeout, proc.kill)  # readline() below cannot time out by itself
+            timer.start()
+            try:
+                for line in proc.stdout:
+                    done, _, total = line.partition(" ")
+                    if progress is not None and done.isdigit() and total.strip().isdigit():
+                        progress(int(done), int(total))
+                code = proc.wait()
+            finally:
+                timer.cancel()
+        if time.monotonic() >= deadline and code < 0:
+            raise subprocess.TimeoutExpired(args, timeout)
+        stderr.seek(0)
+        return subprocess.CompletedProcess(args, code, "", stderr.read())
 
 
 def describe_tflite(path, timeout: float = 120.0) -> list[dict]:
@@ -130,6 +154,7 @@ def _main(job_path: str) -> int:
             times.append(time.perf_counter() - start)
             for name, value in out.items():
                 results.setdefault(name, []).append(value.reshape(value.shape[1:]) if value.shape[:1] == (1,) else value)
+            print(i + 1, count, flush=True)  # progress, read by run_isolated
     except EdgemmError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 3

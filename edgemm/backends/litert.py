@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemm import logs
 from edgemm.backends import Backend, TensorInfo, require
 from edgemm.errors import DependencyError, InputError
 
@@ -68,13 +69,14 @@ class LiteRTBackend(Backend):
             else interpreter_mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
         try:
-            self._interp = interpreter_mod.Interpreter(
-                model_path=os.fspath(path),
-                num_threads=threads,
-                experimental_delegates=delegates or None,
-                experimental_op_resolver_type=resolver,
-            )
-            self._interp.allocate_tensors()
+            with logs.native_stderr_quieted():  # LiteRT's "INFO: Created ... XNNPACK delegate" line
+                self._interp = interpreter_mod.Interpreter(
+                    model_path=os.fspath(path),
+                    num_threads=threads,
+                    experimental_delegates=delegates or None,
+                    experimental_op_resolver_type=resolver,
+                )
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise InputError(f"{path}: LiteRT cannot load this model ({str(e).splitlines()[0]})") from None
         self._in, self._out = self._tensor_map()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemm import logs
 from edgemm.backends import Backend, TensorInfo, require
 from edgemm.errors import DependencyError, InputError
 
@@ -20,6 +21,15 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 def _info(node) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)
     return TensorInfo(name=node.name, shape=shape, dtype=_ORT_TYPES.get(node.type, node.type))
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime's execution providers in this install ([] without ONNX Runtime)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
 
 
 class OnnxRuntimeBackend(Backend):
@@ -48,6 +58,8 @@ class OnnxRuntimeBackend(Backend):
                 f"ONNX Runtime here lacks {', '.join(missing)} (available: {', '.join(sorted(available))})"
             )
         options = ort.SessionOptions()
+        if not logs.verbose():
+            options.log_severity_level = 3  # errors only: its warnings are not edgemm's lines (-v shows them)
         if threads:
             options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1

@@ -135,11 +135,23 @@ def _run_worker(job: dict, timeout: float) -> dict:
         return json.loads((Path(tmp) / "result.json").read_text())
 
 
+def _count_configurations(model_dirs, backends, threads, artifacts) -> int:
+    """How many configurations run_bench will measure (for its progress bar)."""
+    count = 0
+    for model_dir in model_dirs:
+        for key, art in load_manifest(model_dir).artifacts.items():
+            if not artifacts or key in artifacts:
+                count += len([b for b in registry.for_format(art.format) if b in backends]) * len(threads)
+    return count
+
+
 def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "ort-cpu"), threads: tuple[int, ...] = (1, 2),
               runs: int = 200, warmup: int = 20, duration: float = 2.0, artifacts: tuple[str, ...] | None = None,
               val: Path | None = None, pipeline_media: tuple[Path, Path] | None = None,
-              baseline: str | None = None, log: Callable[[str], None] = print) -> dict:
+              baseline: str | None = None, log: Callable[[str], None] = print,
+              progress: Callable[[str, int, int], None] | None = None) -> dict:
     results, pipeline = [], []
+    planned = _count_configurations(model_dirs, backends, threads, artifacts)
     for model_dir in model_dirs:
         manifest = load_manifest(model_dir)
         name = Path(model_dir).resolve().name
@@ -164,6 +176,8 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                     for n in threads:
                         config_id = f"{name}/{key}/{backend}/t{n}"
                         log(f"benchmarking {config_id}: {warmup} warm-up, {runs} runs, {duration:g} s throughput")
+                        if progress is not None:
+                            progress("configurations measured", len(results), planned)
                         options = {}
                         if backend == "ort-tensorrt":
                             options = {"provider_options": registry.tensorrt_options(
@@ -178,6 +192,8 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                         results.append({"id": config_id, "model": name, "artifact": key, "format": art.format,
                                         "precision": art.precision, "size_bytes": art.size_bytes, "sha256": art.sha256,
                                         "backend": backend, "threads": n, "accuracy": accuracy, **measured})
+        if progress is not None:
+            progress("configurations measured", len(results), planned)
         if pipeline_media is not None:
             pipeline += _pipeline(manifest, name, pipeline_media, backends, log)
     ok = [r for r in results if "latency_ms" in r]

@@ -59,12 +59,13 @@ def _open_named(manifest: Manifest, name: str, artifact: str | None, threads: in
     else:
         path = manifest.artifact_path(key)
     if name == "ort-tensorrt":
+        from edgemm.backends.onnxrt import available_providers
         from edgemm.runtime.trt_cache import engine_cache_dir, has_engine
 
         cache = engine_cache_dir(trt_cache or manifest.directory / "trt_cache", manifest.artifacts[key].sha256)
         options = {"provider_options": registry.tensorrt_options(manifest.artifacts[key].precision, cache, options)}
         cache.mkdir(parents=True, exist_ok=True)
-        if note is not None and not has_engine(cache):
+        if note is not None and not has_engine(cache) and "TensorrtExecutionProvider" in available_providers():
             note(f"building the TensorRT engine for {path.name}: this can take several minutes on a Jetson; "
                  f"it is cached in {cache} for the next start")
     elif name.startswith("ort-") and options:
