@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 apt_packages=(python3 python3-venv python3-dev gcc portaudio19-dev espeak-ng
-              pulseaudio pulseaudio-utils libasound2-plugins chromium)
+              pulseaudio pulseaudio-utils libasound2-plugins chromium prometheus)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -16,6 +16,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # tests/test_prometheus.py starts its own Prometheus; the package's service (on :9090) is not wanted
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import click
 
-from edgemm import __version__
+from edgemm import __version__, logs
 from edgemm.backends.registry import NAMES as BACKEND_NAMES
 from edgemm.atomic import check_output_dir
 from edgemm.errors import DependencyError, EdgemmError
+from edgemm.progress import Progress
 
 
 class EdgemmGroup(click.Group):
@@ -56,8 +57,11 @@ def _converters() -> None:
 
 @click.group(cls=EdgemmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgemm")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show the libraries' own logs and warnings too (TensorFlow, absl, LiteRT, ONNX Runtime).")
+def main(verbose: bool) -> None:
     """edgemm: convert, run and benchmark camera + microphone models on edge devices."""
+    logs.set_verbose(verbose)  # an environment variable: the processes edgemm starts follow it
 
 
 def _size(text: str | None) -> int | None:
@@ -181,20 +185,23 @@ def convert(model, out, calib, val, train, calib_samples, method, per_channel, t
                    + (", every op on the Edge TPU" if options.require_edgetpu_mappable else "")
                    + (f", median invoke <= {options.max_latency_ms} ms here" if options.max_latency_ms else
                       " (latency budget: measure on the board with edgemm bench)"), err=as_json)
-    log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    progress = Progress(err=as_json)
     from edgemm.errors import GateError
 
     check_output_dir(out, "--out")
 
     try:
         with _sigterm_unwinds():
-            report = run_convert(model, out, options, log=log)
+            report = run_convert(model, out, options, log=progress.line, progress=progress.update)
     except GateError:
+        progress.close()
         import json as _json
 
         report = _json.loads((out / "report.json").read_text())
         click.echo(_json.dumps(report, indent=2) if as_json else summary_table(report))
         raise
+    finally:
+        progress.close()
     click.echo(json.dumps(report, indent=2) if as_json else summary_table(report))
 
 
@@ -238,7 +245,10 @@ def summary_lines(summary: dict) -> list[str]:
 @click.option("--outputs", "outputs", type=click.Path(path_type=Path), default=None,
               help="Append every output tensor of every inference here, one JSON line each (raw heads, embeddings).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics on this port.")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics endpoint listens on (0.0.0.0: every interface, for a fleet's Prometheus).")
+@click.option("--device-id", "device_id", default=None, metavar="NAME",
+              help="The device label of every metric series, 1-64 of A-Z a-z 0-9 . _ : - [default: the host name].")
 @click.option("--unpaced", is_flag=True, help="File sources only: as fast as possible, in media time.")
 @click.option("--every", is_flag=True, help="Print every inference, not only when the decision changes.")
 @click.option("--on-error", type=click.Choice(["continue", "stop"]), default="continue", show_default=True,
@@ -247,7 +257,8 @@ def summary_lines(summary: dict) -> list[str]:
               help="Device profile (firmware_configs/NAME.yaml): its backend chain, threads, camera, microphone.")
 @click.option("--json", "as_json", is_flag=True, help="Decisions and the summary as JSON lines.")
 def run(model_dir, camera, mic, sources, backend, artifact, threads, duration, max_rate, smoothing, threshold, hop,
-        stats, outputs, metrics_port, metrics_host, unpaced, every, on_error, profile_name, as_json) -> None:
+        stats, outputs, metrics_port, metrics_host, device_id, unpaced, every, on_error, profile_name,
+        as_json) -> None:
     """Feed the model from its spec (cameras, microphones, state, constants), run it, print what each output says.
 
     A model with a camera input runs on every new frame (capped by --rate), pairing it with the audio window
@@ -277,7 +288,8 @@ def run(model_dir, camera, mic, sources, backend, artifact, threads, duration, m
         manifest, profile=profile, on_error=on_error, camera=camera, mic=mic, sources=bound, backend=backend,
         artifact=artifact, threads=threads, duration=duration, max_rate=max_rate, hop=hop, smoothing=smoothing,
         threshold=threshold, stats=stats, outputs=outputs, metrics_port=metrics_port,
-        metrics_host=metrics_host, unpaced=unpaced, every=every, as_json=as_json, started=started,
+        metrics_host=metrics_host, metrics_device=device_id, unpaced=unpaced, every=every, as_json=as_json,
+        started=started,
         emit=lambda line: click.echo(line), note=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(summary))
@@ -328,9 +340,16 @@ def _int_list(text: str) -> tuple[int, ...]:
               help="OLD.json NEW.json: flag regressions instead of benchmarking (exit 1 if any).")
 @click.option("--tolerance", type=click.FloatRange(min=0.0), default=0.10, show_default=True,
               help="--compare: allowed median slow-down (0.10 = 10 %).")
+@click.option("--merge", is_flag=True,
+              help="The arguments are bench reports (report.json, or its directory) from several devices or models: "
+              "write one report (--report OUT) showing them side by side.")
+@click.option("--device-id", default=None,
+              help="The name of this device in the report, shown by --merge [default: the host name].")
 def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipeline_media, val, baseline,
-          report_dir, compare_files, tolerance) -> None:
-    """Benchmark converted models (DIR = edgemm convert output) and write comparable reports."""
+          report_dir, compare_files, tolerance, merge, device_id) -> None:
+    """Benchmark converted models (DIR = edgemm convert output) and write comparable reports.
+
+    With --merge, put the reports of several runs (devices, models) side by side instead."""
     from edgemm.bench import report as reports
     from edgemm.bench.run import compare, run_bench
     from edgemm.manifest import is_model_dir
@@ -350,20 +369,37 @@ def bench(model_dirs, backends, threads, artifacts, runs, warmup, duration, pipe
             raise GateError(f"{len(bad)} configuration(s) regressed beyond {tolerance:.0%}: "
                             + ", ".join(f["id"] for f in bad))
         return
+    if merge:
+        from edgemm.bench.merge import write_merged
+
+        if report_dir is None:
+            raise click.UsageError("--merge needs --report OUT")
+        check_output_dir(report_dir, "--report")
+        if is_model_dir(report_dir):
+            raise InputError(f"--report {report_dir}: a model directory (it holds manifest.json), whose files "
+                             "belong to convert: give another directory")
+        paths = write_merged(list(model_dirs), report_dir)
+        click.echo("reports: " + ", ".join(str(p) for p in paths.values()))
+        return
+    from edgemm.runtime.metrics import device_id as checked_device_id
+
+    device_id = checked_device_id(device_id)  # the name --merge shows; the same rules as run's Prometheus label
     if not model_dirs:
-        raise click.UsageError("give one or more model directories (or --compare OLD NEW)")
+        raise click.UsageError("give one or more model directories (or --compare OLD NEW, or --merge REPORTS)")
     if report_dir is None:
         raise click.UsageError("--report OUT is required when benchmarking")
     check_output_dir(report_dir, "--report")  # before minutes of measuring, not after
     if is_model_dir(report_dir):  # its report.json is convert's
         raise InputError(f"--report {report_dir}: a model directory (it holds manifest.json), whose files "
                          "belong to convert: give another directory")
+    progress = Progress(err=True)
     result = run_bench(
         list(model_dirs), backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
         threads=_int_list(threads), runs=runs, warmup=warmup, duration=duration,
         artifacts=tuple(a.strip() for a in artifacts.split(",")) if artifacts else None, val=val,
         pipeline_media=tuple(pipeline_media) if pipeline_media else None, baseline=baseline,
-        log=lambda line: click.echo(line, err=True))
+        log=progress.line, progress=progress.update, device=device_id)
+    progress.close()
     paths = reports.write_reports(result, report_dir)
     click.echo(reports.markdown(result))
     click.echo("reports: " + ", ".join(str(p) for p in paths.values()))

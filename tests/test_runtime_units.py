@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgemm.runtime.postprocess import Smoother, activate
 from edgemm.runtime.ring import AudioRing
 from edgemm.transforms import v1 as preprocess
 from edgemm.transforms.audio import IncrementalFeatures
-from edgemm.runtime.metrics import prometheus_text
+from edgemm.runtime.metrics import metrics_registry
 from edgemm.runtime.stats import StatsRecorder, describe, read_stats
 
 
@@ -103,6 +105,7 @@ def test_stats_file_lines_parse_and_a_partial_last_line_is_ignored(tmp_path):
     assert len(records) == 5 and summary["inferences"] == 5
     assert summary["stages_ms"]["inference"]["count"] == 4  # the first inference is reported apart
     assert summary["first_inference"]["inference"] == 1.0
-    assert "edgemm_inferences_total 5" in prometheus_text(rec)
+    families = text_string_to_metric_families(generate_latest(metrics_registry(rec, "unit")).decode())
+    assert [s.value for f in families for s in f.samples if s.name == "edgemm_inferences_total"] == [5]
     assert describe([])["count"] == 0
     assert json.loads(path.read_text().splitlines()[0])["t"] == 0.0

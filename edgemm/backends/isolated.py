@@ -73,9 +73,9 @@ def _run_reporting(args: list[str], env: dict, timeout: float, progress, stderr_
             timer.start()
             try:
                 for line in proc.stdout:
-                    done, _, total = line.partition(" ")
-                    if progress is not None and done.isdigit() and total.strip().isdigit():
-                        progress(int(done), int(total))
+                    counts = line.split()
+                    if progress is not None and len(counts) == 2 and all(map(str.isdecimal, counts)):
+                        progress(int(counts[0]), int(counts[1]))
                 code = proc.wait()
             finally:
                 timer.cancel()

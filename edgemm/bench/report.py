@@ -54,9 +54,20 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _latency_svg(rows: list[dict], width: int = 900) -> str:
-    """Per configuration: a box from p50 to p90, whiskers min..p99, a tick at max; log-free linear axis."""
-    row_h, left, right = 26, 260, 40
+CHAR_PX = 7.2  # width of one character of the 12 px sans-serif labels, generous (labels are measured with it)
+MAX_LABEL = 56  # characters shown of a configuration id; the whole id is in the row's tooltip
+
+
+def short(label: str, limit: int = MAX_LABEL) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _latency_svg(rows: list[dict], width: int = 900, label=lambda r: r["id"]) -> str:
+    """Per configuration: a box from p50 to p90, whiskers min..p99, a tick at max; log-free linear axis. The
+    label column is as wide as the longest (shortened) label, so labels never run into the plot."""
+    row_h, right = 26, 40
+    left = int(12 + CHAR_PX * max(len(short(label(r))) for r in rows))
+    width = max(width, left + 300)
     height = 40 + row_h * len(rows)
     top = max(r["latency_ms"]["p99"] for r in rows) * 1.1 or 1.0
     x = lambda v: left + (width - left - right) * v / top  # noqa: E731
@@ -69,48 +80,76 @@ def _latency_svg(rows: list[dict], width: int = 900) -> str:
     for i, r in enumerate(rows):
         lat, y = r["latency_ms"], 25 + i * row_h
         c = COLOURS[i % len(COLOURS)]
-        parts.append(f'<text x="{left - 6}" y="{y + 13}" font-size="12" text-anchor="end">{html.escape(r["id"])}</text>'
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" font-size="12" text-anchor="end">{html.escape(short(label(r)))}</text>'
                      f'<line x1="{x(lat["min"]):.1f}" y1="{y + 9}" x2="{x(lat["p99"]):.1f}" y2="{y + 9}" stroke="{c}"/>'
                      f'<rect x="{x(lat["p50"]):.1f}" y="{y + 2}" width="{max(1.0, x(lat["p90"]) - x(lat["p50"])):.1f}" '
                      f'height="14" fill="{c}" fill-opacity="0.5" stroke="{c}"/>'
                      f'<line x1="{x(lat["p50"]):.1f}" y1="{y}" x2="{x(lat["p50"]):.1f}" y2="{y + 18}" stroke="#000" stroke-width="2"/>'
-                     f'<title>{html.escape(r["id"])}: min {lat["min"]} p50 {lat["p50"]} p90 {lat["p90"]} p99 {lat["p99"]} '
+                     f'<title>{html.escape(label(r))}: min {lat["min"]} p50 {lat["p50"]} p90 {lat["p90"]} p99 {lat["p99"]} '
                      f'max {lat["max"]} ms</title>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _tradeoff_svg(rows: list[dict], width: int = 900, height: int = 420) -> str:
-    """Accuracy (y) vs median latency (x); marker area ~ model size."""
+MARKERS = ("circle", "square", "triangle", "diamond")  # x 10 colours: 40 points told apart without text
+
+
+def _marker(kind: str, x: float, y: float, r: float, colour: str, title: str) -> str:
+    style = f'fill="{colour}" fill-opacity="0.6" stroke="{colour}"'
+    if kind == "circle":
+        shape = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" {style}>'
+        end = "</circle>"
+    elif kind == "square":
+        shape = f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" {style}>'
+        end = "</rect>"
+    else:
+        corners = ([(x, y - r), (x + r, y + r), (x - r, y + r)] if kind == "triangle"
+                   else [(x, y - r), (x + r, y), (x, y + r), (x - r, y)])
+        shape = f'<polygon points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in corners)}" {style}>'
+        end = "</polygon>"
+    return f"{shape}<title>{html.escape(title)}</title>{end}"
+
+
+def _style(i: int) -> tuple[str, str]:
+    return MARKERS[(i // len(COLOURS)) % len(MARKERS)], COLOURS[i % len(COLOURS)]
+
+
+def _tradeoff_svg(rows: list[dict], width: int = 900, height: int = 420, label=lambda r: r["id"]) -> str:
+    """Accuracy (y) vs median latency (x); marker area ~ model size. No text beside the points (labels of
+    close points overlap): each point has its own colour and shape, named in a legend below the plot, one
+    row per point."""
     pts = [r for r in rows if r.get("accuracy") is not None]
     if not pts:
         return "<p>No accuracy figures (no reference data on this machine).</p>"
-    left, bottom, pad = 70, 50, 30
+    left, bottom, pad, legend_row = 70, 50, 30, 18
+    plot_h = height
+    height = plot_h + 10 + legend_row * len(pts)
     xs, ys = [r["latency_ms"]["p50"] for r in pts], [100 * r["accuracy"] for r in pts]
     x0, x1 = 0.0, max(xs) * 1.15
     y0, y1 = min(ys) - 1.0, max(ys) + 1.0
     sx = lambda v: left + (width - left - pad) * (v - x0) / (x1 - x0)  # noqa: E731
-    sy = lambda v: height - bottom - (height - bottom - pad) * (v - y0) / (y1 - y0)  # noqa: E731
+    sy = lambda v: plot_h - bottom - (plot_h - bottom - pad) * (v - y0) / (y1 - y0)  # noqa: E731
     biggest = max(r["size_bytes"] for r in pts)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              'aria-label="accuracy versus latency and size">',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - pad}" y2="{height - bottom}" stroke="#000"/>',
-             f'<line x1="{left}" y1="{pad}" x2="{left}" y2="{height - bottom}" stroke="#000"/>',
-             f'<text x="{(left + width) / 2:.0f}" y="{height - 10}" font-size="12" text-anchor="middle">median latency (ms)</text>',
-             f'<text x="15" y="{height / 2:.0f}" font-size="12" transform="rotate(-90 15 {height / 2:.0f})" '
+             f'<line x1="{left}" y1="{plot_h - bottom}" x2="{width - pad}" y2="{plot_h - bottom}" stroke="#000"/>',
+             f'<line x1="{left}" y1="{pad}" x2="{left}" y2="{plot_h - bottom}" stroke="#000"/>',
+             f'<text x="{(left + width) / 2:.0f}" y="{plot_h - 10}" font-size="12" text-anchor="middle">median latency (ms)</text>',
+             f'<text x="15" y="{plot_h / 2:.0f}" font-size="12" transform="rotate(-90 15 {plot_h / 2:.0f})" '
              'text-anchor="middle">accuracy (%)</text>']
     for i in range(6):
         vx, vy = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
-        parts.append(f'<text x="{sx(vx):.1f}" y="{height - bottom + 16}" font-size="11" text-anchor="middle">{vx:.2f}</text>'
+        parts.append(f'<text x="{sx(vx):.1f}" y="{plot_h - bottom + 16}" font-size="11" text-anchor="middle">{vx:.2f}</text>'
                      f'<text x="{left - 6}" y="{sy(vy) + 4:.1f}" font-size="11" text-anchor="end">{vy:.1f}</text>')
     for i, r in enumerate(pts):
+        kind, colour = _style(i)
         radius = 4 + 14 * (r["size_bytes"] / biggest) ** 0.5
-        c = COLOURS[i % len(COLOURS)]
-        parts.append(f'<circle cx="{sx(r["latency_ms"]["p50"]):.1f}" cy="{sy(100 * r["accuracy"]):.1f}" r="{radius:.1f}" '
-                     f'fill="{c}" fill-opacity="0.6" stroke="{c}"><title>{html.escape(r["id"])}: '
-                     f'{100 * r["accuracy"]:.2f} %, {r["latency_ms"]["p50"]} ms, {r["size_bytes"] / 1024:.0f} KiB</title></circle>'
-                     f'<text x="{sx(r["latency_ms"]["p50"]) + radius + 3:.1f}" y="{sy(100 * r["accuracy"]) + 4:.1f}" '
-                     f'font-size="10">{html.escape(r["id"])}</text>')
+        summary = (f'{label(r)}: {100 * r["accuracy"]:.2f} %, p50 {r["latency_ms"]["p50"]:.3f} ms, '
+                   f'{r["size_bytes"] / 1024:.0f} KiB')
+        parts.append(_marker(kind, sx(r["latency_ms"]["p50"]), sy(100 * r["accuracy"]), radius, colour, summary))
+        y = plot_h + 10 + legend_row * i
+        parts.append(_marker(kind, left + 6, y + 6, 5, colour, summary)
+                     + f'<text x="{left + 18}" y="{y + 10}" font-size="12">{html.escape(short(summary, 110))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -146,11 +185,16 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f
 
 
 def write_reports(report: dict, out: Path) -> dict[str, Path]:
+    return write_files(out, report, markdown(report), html_page(report))
+
+
+def write_files(out: Path, data: dict, markdown_text: str, html_text: str) -> dict[str, Path]:
+    """OUT/report.json, report.md and report.html, each written atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html"}
-    write_json(paths["json"], report)
-    for key, text in (("markdown", markdown(report)), ("html", html_page(report))):
+    write_json(paths["json"], data)
+    for key, text in (("markdown", markdown_text), ("html", html_text)):
         with atomic_path(paths[key]) as tmp:
             tmp.write_text(text)
     return paths
@@ -178,6 +222,8 @@ def check_report(report: Any, where: str) -> dict:
                          f"{READABLE_SCHEMAS})")
     if not isinstance(report.get("results"), list):
         raise InputError(f"{where}: not an edgemm bench report ('results' missing or not a list)")
+    if report.get("merged"):
+        raise InputError(f"{where}: a merged report (edgemm bench --merge); give one device's own report")
     for key, kind, what in (("environment", dict, "an object"), ("settings", dict, "an object"),
                             ("pipeline", list, "a list"), ("created", str, "a string")):
         if key in report and not isinstance(report[key], kind):

@@ -19,6 +19,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,8 @@ SCHEMA_VERSION = 1
 LIBRARIES = ("numpy", "ai-edge-litert", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless", "edgemm")
 
 
-def environment() -> dict:
+def environment(device: str | None = None) -> dict:
+    """Where a report was measured; `device` names the machine in merged reports [default: host name]."""
     governor = None
     try:
         governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
@@ -51,7 +53,8 @@ def environment() -> dict:
             libraries[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu_features.cpu_model(), "cores": os.cpu_count(), "governor": governor,
+    return {"device": device or socket.gethostname(), "cpu": cpu_features.cpu_model(), "cores": os.cpu_count(),
+            "governor": governor,
             "int8_dot_product": cpu_features.has_int8_dot_product(), "platform": platform.platform(),
             "python": platform.python_version(), "libraries": libraries}
 
@@ -149,7 +152,7 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
               runs: int = 200, warmup: int = 20, duration: float = 2.0, artifacts: tuple[str, ...] | None = None,
               val: Path | None = None, pipeline_media: tuple[Path, Path] | None = None,
               baseline: str | None = None, log: Callable[[str], None] = print,
-              progress: Callable[[str, int, int], None] | None = None) -> dict:
+              progress: Callable[[str, int, int], None] | None = None, device: str | None = None) -> dict:
     results, pipeline = [], []
     planned = _count_configurations(model_dirs, backends, threads, artifacts)
     for model_dir in model_dirs:
@@ -208,7 +211,7 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
     return {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": environment(),
+        "environment": environment(device),
         "settings": {"runs": runs, "warmup": warmup, "duration_s": duration, "threads": list(threads),
                      "backends": list(backends), "baseline": base["id"]},
         "results": results,

@@ -1,35 +1,128 @@
-"""The Prometheus text endpoint of `edgemm run --metrics-port`: the recorder's summary, served by a small
-http.server with a bounded number of threads and socket timeouts (a scraper, or anything else that
-connects, can never hold up the loop or pile up threads)."""
+"""The Prometheus endpoint of `edgemm run --metrics-port`: prometheus_client metrics on a private registry
+(per-stage latency histograms, the recorder's counters, the model's identity, process metrics), every series
+labelled with the device, served by a small http.server with a bounded number of threads and socket timeouts
+(a scraper, or anything else that connects, can never hold up the loop or pile up threads)."""
 
 from __future__ import annotations
 
-import math
+import re
 import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from edgemm.errors import InputError
-from edgemm.runtime.stats import StatsRecorder
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, Info, ProcessCollector,
+                               generate_latest)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from edgemm import __version__
+from edgemm.errors import InputError, quote
+from edgemm.runtime.stats import STAGES, StatsRecorder, peak_rss_mb
+
+# 0.1 ms (a small model's invoke) .. 1 s (a stalled frame); histogram_quantile is exact to one bucket
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# pairing_error is a signed offset, not a latency: a histogram's sum must never go down
+LATENCY_STAGES = tuple(s for s in STAGES if s != "pairing_error")
+MAX_DEVICE_ID = 64
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")  # a host name fits; nothing to escape in a label
 
 
-def prometheus_text(recorder: StatsRecorder) -> str:
-    s = recorder.summary()
-    lines = ["# TYPE edgemm_inferences_total counter", f"edgemm_inferences_total {s['inferences']}"]
-    for name, value in s["counters"].items():
-        lines += [f"# TYPE edgemm_{name}_total counter", f"edgemm_{name}_total {value}"]
-    lines.append("# TYPE edgemm_stage_latency_ms summary")
-    for stage, d in s["stages_ms"].items():
-        for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
-            if d.get(key) is not None and math.isfinite(d[key]):
-                lines.append(f'edgemm_stage_latency_ms{{stage="{stage}",quantile="{q}"}} {d[key]}')
-        if d.get("count"):
-            lines.append(f'edgemm_stage_latency_ms_count{{stage="{stage}"}} {d["count"]}')
-    lines += ["# TYPE edgemm_peak_rss_megabytes gauge", f"edgemm_peak_rss_megabytes {s['peak_rss_mb']}"]
-    return "\n".join(lines) + "\n"
+def device_id(value: str | None = None) -> str:
+    """The `device` label of every series: `value`, or this machine's host name; one line says why not."""
+    flag = "--device-id"
+    if value is None:
+        value, flag = socket.gethostname(), "the host name (give --device-id NAME)"
+    if not value:
+        raise InputError(f"{flag}: empty; give this device a name (A-Z, a-z, 0-9, '.', '_', ':', '-')")
+    if len(value) > MAX_DEVICE_ID:
+        raise InputError(f"{flag} {quote(value)}: {len(value)} characters; at most {MAX_DEVICE_ID}")
+    if not _DEVICE_ID.fullmatch(value):
+        raise InputError(f"{flag} {quote(value)}: only A-Z, a-z, 0-9, '.', '_', ':' and '-', starting with a "
+                         "letter or 0-9 (it becomes the Prometheus label device=...)")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The labels of `edgemm_model_info` (what runs, so that a latency change can be traced to a model)."""
+
+    model_sha256: str = ""
+    artifact: str = ""
+    backend: str = ""
+    profile: str = ""
+
+
+class StageHistograms:
+    """The recorder's observer: each steady-state record's stage times (ms) into one histogram (seconds)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self._histogram = Histogram("edgemm_stage_latency_seconds", "Time of each stage of an inference "
+                                    "(the warm-up inference excluded).", ["stage"], buckets=LATENCY_BUCKETS_S,
+                                    registry=registry)
+        self._stages: dict = {}  # stage -> its child, made on the first value (unmeasured stages stay absent)
+
+    def observe(self, record: dict) -> None:
+        for stage in LATENCY_STAGES:
+            value = record.get(stage)
+            if value is None:
+                continue
+            child = self._stages.get(stage)
+            if child is None:
+                child = self._stages[stage] = self._histogram.labels(stage=stage)
+            child.observe(max(value, 0.0) / 1e3)  # a difference of rounded times can be a hair below zero
+
+
+class _RecorderCounters:
+    """The recorder's counters, read at scrape time (the loop keeps them as plain numbers), plus `live()`:
+    counters the loop only copies into the summary at its end (camera and microphone), read as it goes."""
+
+    def __init__(self, recorder: StatsRecorder, live: Callable[[], dict] | None):
+        self.recorder, self.live = recorder, live
+
+    def collect(self) -> Iterator[Metric]:
+        # dict() copies a str-keyed dict without running Python code, so the loop thread cannot change it
+        # midway (its writers take no lock either)
+        counters = dict(self.recorder.counters)
+        if self.live is not None:
+            counters.update(self.live())
+        yield CounterMetricFamily("edgemm_inferences", "Inferences run (the warm-up one included).",
+                                  value=self.recorder.count)
+        for name, value in sorted(counters.items()):
+            yield CounterMetricFamily(f"edgemm_{name}", f"The run's {name.replace('_', ' ')}.", value=value)
+        yield GaugeMetricFamily("edgemm_peak_rss_bytes", "Peak resident set size of this process (VmHWM).",
+                                value=round(peak_rss_mb() * 2**20))
+
+
+class _DeviceLabelled:
+    """Every sample of `inner` with device=DEVICE added, so that a fleet's series never collide."""
+
+    def __init__(self, inner: CollectorRegistry, device: str):
+        self.inner, self.device = inner, device
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            out.samples = [s._replace(labels={**s.labels, "device": self.device}) for s in family.samples]
+            yield out
+
+
+def metrics_registry(recorder: StatsRecorder, device: str, info: ModelInfo | None = None,
+                     live: Callable[[], dict] | None = None) -> CollectorRegistry:
+    """A private registry (never prometheus_client's global one: two runs in one process stay apart) for
+    `recorder`, which gets the stage histograms as its observer."""
+    inner = CollectorRegistry()
+    recorder.observer = StageHistograms(inner).observe
+    Info("edgemm_model", "The model this device runs.", registry=inner).info(
+        {"version": __version__, **asdict(info or ModelInfo())})
+    ProcessCollector(registry=inner)
+    inner.register(_RecorderCounters(recorder, live))
+    registry = CollectorRegistry()
+    registry.register(_DeviceLabelled(inner, device))
+    return registry
 
 
 class MetricsServer(HTTPServer):
@@ -104,17 +197,20 @@ class MetricsServer(HTTPServer):
         self.server_close()
 
 
-def serve_metrics(recorder: StatsRecorder, port: int, host: str = "127.0.0.1") -> MetricsServer:
-    """Prometheus endpoint at http://HOST:PORT/metrics (loopback unless told otherwise)."""
+def serve_metrics(recorder: StatsRecorder, port: int, host: str = "127.0.0.1", device: str | None = None,
+                  info: ModelInfo | None = None, live: Callable[[], dict] | None = None) -> MetricsServer:
+    """Prometheus endpoint at http://HOST:PORT/metrics (loopback unless told otherwise); `device` defaults
+    to the host name, `live` gives counters kept outside the recorder (see metrics_registry)."""
+    registry = metrics_registry(recorder, device_id(device), info, live)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's naming)
             if self.path.rstrip("/") not in ("/metrics", ""):
                 self.send_error(404)
                 return
-            body = prometheus_text(recorder).encode()
+            body = generate_latest(registry)
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -15,7 +15,7 @@ from edgemm.errors import InputError
 from edgemm.manifest import Manifest
 from edgemm.runtime.loop import RunOptions, Runner
 from edgemm.runtime.select import open_backend_for
-from edgemm.runtime.metrics import serve_metrics
+from edgemm.runtime.metrics import ModelInfo, device_id, serve_metrics
 from edgemm.runtime.stats import StatsRecorder, check_stats_path
 from edgemm.layout import SourceLayoutOutputs
 from edgemm.spec import ModelSpec
@@ -89,7 +89,8 @@ def run_session(manifest: Manifest, *, camera: str | None = None, mic: str | Non
                 threads: int | None = None, duration: float | None = None, max_rate: float = 30.0,
                 hop: float | None = None, smoothing: float = 0.5, threshold: float = 0.5, stats: Path | None = None,
                 outputs: Path | None = None, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                unpaced: bool = False, every: bool = False, as_json: bool = False, started: float | None = None,
+                metrics_device: str | None = None, unpaced: bool = False, every: bool = False,
+                as_json: bool = False, started: float | None = None,
                 emit: Callable[[str], None] = print, note: Callable[[str], None] = print, tap=None,
                 profile=None, on_error: str = "continue", backend_wrapper=None) -> dict:
     started = time.monotonic() if started is None else started
@@ -98,6 +99,7 @@ def run_session(manifest: Manifest, *, camera: str | None = None, mic: str | Non
     if manifest.spec is None:
         raise InputError(f"{manifest.directory}: the manifest has no model spec; convert with a spec "
                          "(MODEL.yaml beside the model or --spec; `edgemm spec MODEL` writes a template)")
+    device = device_id(metrics_device) if (metrics_port or metrics_device is not None) else None
     routes = route_sources(manifest.spec, camera, mic, sources)
     for path, flag in ((stats, "--stats"), (outputs, "--outputs")):
         if path is not None:
@@ -123,16 +125,45 @@ def run_session(manifest: Manifest, *, camera: str | None = None, mic: str | Non
                          json_lines=as_json, every=every, unpaced=unpaced, on_error=on_error)
     if backend_wrapper is not None:  # fault injection in tests
         selected.backend = backend_wrapper(selected.backend)
+    metrics = None
+    if metrics_port:
+        info = ModelInfo(model_sha256=manifest.artifacts[selected.artifact].sha256, artifact=selected.artifact,
+                         backend=selected.backend.name, profile="none" if profile is None else profile.name)
+        metrics = {"port": metrics_port, "host": metrics_host, "device": device, "info": info}
     return _run(selected, binding, cameras, mics, routes, options, stats=stats, outputs=outputs,
-                metrics=(metrics_port, metrics_host), profile=profile, emit=emit, tap=tap, started=started)
+                metrics=metrics, profile=profile, emit=emit, tap=tap, started=started)
+
+
+def _source_counters(runner: Runner) -> dict:
+    """The counters Runner.finish copies into the summary at the end of the run, read as it goes (for
+    /metrics, which would otherwise see them only as the process exits)."""
+    counters = {"backend_errors": runner.errors}
+    camera, mic = runner.camera, runner.mic
+    if camera is not None:
+        counters.update({"frames_captured": camera.frames_captured, "frames_dropped": camera.frames_dropped,
+                         "camera_reconnects": camera.reconnects, "camera_read_errors": camera.read_errors,
+                         "camera_stalls": camera.stalls})
+    if mic is not None:
+        ring = mic.ring
+        counters.update({"audio_overflows": ring.overflows, "audio_timestamp_repairs": ring.gaps,
+                         "audio_dropouts": ring.dropouts, "audio_samples": ring.total,
+                         "audio_stream_errors": getattr(mic, "stream_errors", 0),
+                         "audio_reopens": getattr(mic, "reopens", 0),
+                         "audio_callback_errors": getattr(mic, "callback_errors", 0)})
+    return counters
 
 
 def _run(selected, binding, cameras, mics, routes, options: RunOptions, *, stats, outputs, metrics, profile, emit,
          tap, started: float) -> dict:
     recorder = StatsRecorder(stats)
     all_sources = [*cameras.values(), *mics.values()]
+    runner = summary = None
+
+    def live() -> dict:  # `runner` as it is when scraped: made below, once the port is ours
+        return {} if runner is None else _source_counters(runner)
+
     try:
-        server = serve_metrics(recorder, *metrics) if metrics[0] else None
+        server = serve_metrics(recorder, **metrics, live=live) if metrics else None
         outputs_file = open(outputs, "a", encoding="utf-8") if outputs else None
     except BaseException:  # e.g. the port is taken: nothing ran, so nothing is appended to the stats file
         recorder.close()
@@ -151,7 +182,6 @@ def _run(selected, binding, cameras, mics, routes, options: RunOptions, *, stats
     telemetry = profile.telemetry if profile is not None else Telemetry(
         thermal_zones="/sys/class/thermal/thermal_zone*/temp", clocks="/sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq")
     recorder.info["telemetry_start"] = read_telemetry(telemetry)
-    runner = summary = None
     try:
         runner = Runner(binding, selected, cameras, mics, routes, options, recorder, emit, tap, outputs_file)
         summary = runner.run()
