@@ -74,6 +74,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="an edgemm convert output of the teacher to use instead of converting it")
+    parser.add_argument("--only-teacher", action="store_true", help="skip the NCHW model (CI's short version)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if not VirtualMic.available:
@@ -81,8 +84,9 @@ def main() -> int:
         return 5
     with tempfile.TemporaryDirectory(prefix="edgemm-loop-") as tmp:
         tmp = Path(tmp)
-        models = {"example teacher (gray NHWC 32x32, TF-convention log-mel 49x40x1)": teacher(tmp),
-                  "NCHW RGB 3x32x32 ImageNet norm + Slaney log-mel dB, centred (1x32x51)": nchw_slaney(tmp)}
+        models = {"example teacher (gray NHWC 32x32, TF-convention log-mel 49x40x1)": args.teacher or teacher(tmp)}
+        if not args.only_teacher:
+            models["NCHW RGB 3x32x32 ImageNet norm + Slaney log-mel dB, centred (1x32x51)"] = nchw_slaney(tmp)
         from tests import zoo
 
         video, wav, _ = zoo.write_media(tmp, seconds_per_class=2.0)

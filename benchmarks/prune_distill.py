@@ -49,6 +49,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--train-epochs", type=int, default=1, help="epochs' worth of training pairs in train.npz")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--formats", default="tflite,onnx", help="convert's --format for both converts")
+    parser.add_argument("--full", type=Path, default=None,
+                        help="an edgemm convert output of the unpruned teacher to compare with, instead of converting it")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     data_dir = dataset.resolve_data_dir(args.data_dir)
@@ -58,13 +61,17 @@ def main() -> int:
         tmp = Path(tmp)
         files = write_data(tmp / "data", data_dir, train_epochs=args.train_epochs, log=log)
         t = time.perf_counter()
+        formats = tuple(f.strip() for f in args.formats.split(","))
         small = convert(teacher_files.TEACHER_MODEL, tmp / "pruned", ConvertOptions(
-            calib=files.calib, val=files.val, train=files.train, prune=args.prune, distill=True, epochs=args.epochs),
-            log=log)
+            calib=files.calib, val=files.val, train=files.train, prune=args.prune, distill=True, epochs=args.epochs,
+            formats=formats), log=log)
         chain_seconds = time.perf_counter() - t
-        full = convert(teacher_files.TEACHER_MODEL, tmp / "full", ConvertOptions(calib=files.calib, val=files.val),
-                       log=log)
-        paths = [tmp / "full" / "int8.tflite", tmp / "pruned" / "int8.tflite"]
+        full_dir = args.full or tmp / "full"
+        if args.full is None:
+            convert(teacher_files.TEACHER_MODEL, full_dir, ConvertOptions(calib=files.calib, val=files.val,
+                                                                         formats=formats), log=log)
+        full = json.loads((full_dir / "report.json").read_text())
+        paths = [full_dir / "int8.tflite", tmp / "pruned" / "int8.tflite"]
         lat = {threads: latency(paths, threads) for threads in (1, 2)}
 
         # Same student architecture, same epochs and data, four ways.

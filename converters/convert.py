@@ -30,7 +30,7 @@ from converters.gates import check_gates, gate_message, summary_table  # noqa: F
 from converters.output_dir import OutputDir
 from converters.shapes import parse_input_shapes
 from converters.sources import SourceModel, load_source
-from edgemm import __version__, cpu_features, edgetpu, layout
+from edgemm import __version__, cpu_features, edgetpu, layout, samples
 from edgemm.atomic import atomic_path, write_json
 from edgemm.backends.isolated import describe_tflite, run_isolated
 from edgemm.errors import GateError, InputError
@@ -46,6 +46,7 @@ SATURATION_POINTS = 0.5
 # Samples per float-model batch: large batches of a ResNet-50-class model hold gigabytes of activations, and
 # peak memory must not depend on how many samples are validated.
 PREDICT_BATCH = 32
+_NO_CALIB = "give --calib FILE.npz with one array per model input (first axis = samples; optional 'label')"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +97,11 @@ def _load_npz(path: Path, source: SourceModel) -> calibration.Samples:
 
 def _load_data(source: SourceModel, options: ConvertOptions) -> tuple[calibration.Samples, calibration.Samples]:
     if options.calib is None:
-        raise InputError("give --calib FILE.npz with one array per model input (first axis = samples; optional 'label')")
-    samples = _load_npz(options.calib, source)
+        raise InputError(_NO_CALIB)
+    calib = _load_npz(options.calib, source)
     if options.val is not None:
-        return samples.take(slice(0, options.calib_samples)), _load_npz(options.val, source)
-    return calibration.split_npz(samples, options.calib_samples)
+        return calib.take(slice(0, options.calib_samples)), _load_npz(options.val, source)
+    return calibration.split_npz(calib, options.calib_samples)
 
 
 def _match(outputs: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -557,6 +558,16 @@ class _Run:
         write_json(self.out / MANIFEST_NAME, manifest)
 
 
+def _check_cheaply(model: Path, options: ConvertOptions) -> None:
+    """What is refused in a fraction of a second, before the child spends seconds loading TensorFlow: a
+    missing model, unreadable .npz headers. (A model that does not load, or no --calib, needs the model.)"""
+    if not model.exists():
+        raise InputError(f"{model}: no such model file or SavedModel directory")
+    for path in (options.calib, options.val):  # read as calibration files by _load_data, so named the same
+        if path is not None:
+            samples.check_npz(path, "calibration")
+
+
 def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions(),
             log: Callable[[str], None] = print, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Runs the conversion; returns the report. Raises GateError (after writing everything) if a gate fails.
@@ -567,6 +578,7 @@ def convert(model: Path, out_dir: Path, options: ConvertOptions = ConvertOptions
     inputs = [model, options.spec, options.calib, options.val, options.train, options.student, options.custom_code]
     target = OutputDir(Path(out_dir), inputs)
     with target as staging, tempfile.TemporaryDirectory(prefix="edgemm-convert-") as work:
+        _check_cheaply(Path(model), options)
         report = run_in_child(Path(model), Path(out_dir), staging, Path(work), options, log, progress)
         target.commit()
     message = gate_message(report, out_dir)

@@ -38,11 +38,20 @@ def _check_headers(path: Path, what: str) -> None:
     limits.check_bytes(total, f"{path}: its arrays")
 
 
-def read_npz(path: Path, what: str = "calibration") -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def check_npz(path: Path, what: str = "calibration") -> None:
+    """Refuses a file read_npz would refuse for its headers alone (missing, not an .npz, a 0-d, string or
+    oversized array), without reading any data: a fraction of a second, before any heavy work."""
+    read_npz(path, what, headers_only=True)
+
+
+def read_npz(path: Path, what: str = "calibration",
+             headers_only: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(arrays by name, labels or None); never unpickles (allow_pickle=False)."""
     path = Path(path)
     try:
         _check_headers(path, what)
+        if headers_only:
+            return {}, None
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError:

@@ -28,8 +28,9 @@ def test_convert_teacher(data_dir):
     assert "stock ORT quantize_static defaults" in _script("convert_teacher.py", "--no-write")
 
 
-def test_prune_distill_one_epoch(data_dir):
-    out = _script("prune_distill.py", "--epochs", "1", "--no-write")
+def test_prune_distill_one_epoch(converted_teacher):
+    full, _ = converted_teacher  # the plain convert it compares with, made once per session
+    out = _script("prune_distill.py", "--epochs", "1", "--formats", "tflite", "--full", full, "--no-write")
     assert "speed-up" in out and "from scratch, hard labels" in out
 
 
@@ -78,6 +79,7 @@ def test_reliability_counts():
     assert "Random and mutated model files: 15" in text
 
 
-def test_loop_overhead():
-    out = _script("loop_overhead.py", "--duration", "2", "--no-write")
-    assert "| example teacher" in out and "| NCHW RGB" in out
+def test_loop_overhead(converted_teacher):
+    out = _script("loop_overhead.py", "--duration", "2", "--teacher", converted_teacher[0], "--only-teacher",
+                  "--no-write")
+    assert "| example teacher" in out and "NCHW RGB" not in out
