@@ -227,8 +227,10 @@ class Runner:
             self.step(None, t_ref, time.monotonic(), live)
             next_end += hop
 
-    def finish(self, wall_seconds: float) -> dict:
-        c = self.recorder.counters
+    def source_counters(self) -> dict[str, int]:
+        """The sources' and backend's counters as they stand (read while running by /metrics, and into the
+        summary by finish)."""
+        c = {}
         if self.camera is not None:
             c.update({"frames_captured": self.camera.frames_captured, "frames_dropped": self.camera.frames_dropped,
                       "camera_reconnects": self.camera.reconnects, "camera_read_errors": self.camera.read_errors,
@@ -243,6 +245,10 @@ class Runner:
             if self.audio_feeds[0].incremental is not None:
                 c["audio_frames_computed"] = sum(f.computed for f in self.audio_feeds)
         c["backend_errors"] = self.errors
+        return c
+
+    def finish(self, wall_seconds: float) -> dict:
+        self.recorder.counters.update(self.source_counters())
         self.heads.close()
         self.recorder.info["wall_seconds"] = round(wall_seconds, 3)
         return self.recorder.summary()

@@ -134,25 +134,6 @@ def run_session(manifest: Manifest, *, camera: str | None = None, mic: str | Non
                 metrics=metrics, profile=profile, emit=emit, tap=tap, started=started)
 
 
-def _source_counters(runner: Runner) -> dict:
-    """The counters Runner.finish copies into the summary at the end of the run, read as it goes (for
-    /metrics, which would otherwise see them only as the process exits)."""
-    counters = {"backend_errors": runner.errors}
-    camera, mic = runner.camera, runner.mic
-    if camera is not None:
-        counters.update({"frames_captured": camera.frames_captured, "frames_dropped": camera.frames_dropped,
-                         "camera_reconnects": camera.reconnects, "camera_read_errors": camera.read_errors,
-                         "camera_stalls": camera.stalls})
-    if mic is not None:
-        ring = mic.ring
-        counters.update({"audio_overflows": ring.overflows, "audio_timestamp_repairs": ring.gaps,
-                         "audio_dropouts": ring.dropouts, "audio_samples": ring.total,
-                         "audio_stream_errors": getattr(mic, "stream_errors", 0),
-                         "audio_reopens": getattr(mic, "reopens", 0),
-                         "audio_callback_errors": getattr(mic, "callback_errors", 0)})
-    return counters
-
-
 def _run(selected, binding, cameras, mics, routes, options: RunOptions, *, stats, outputs, metrics, profile, emit,
          tap, started: float) -> dict:
     recorder = StatsRecorder(stats)
@@ -160,7 +141,7 @@ def _run(selected, binding, cameras, mics, routes, options: RunOptions, *, stats
     runner = summary = None
 
     def live() -> dict:  # `runner` as it is when scraped: made below, once the port is ours
-        return {} if runner is None else _source_counters(runner)
+        return {} if runner is None else runner.source_counters()
 
     try:
         server = serve_metrics(recorder, **metrics, live=live) if metrics else None
