@@ -279,3 +279,39 @@ def test_onnx2tf_stops_after_the_saved_model(tmp_path):
     got = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](
         **{graph.input_keys["x"]: tf.constant(x.transpose(0, 2, 3, 1)[:1])})
     np.testing.assert_allclose(got["output_0"].numpy(), _run(tmp_path / "m.onnx", x[:1]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_max_pool_after_relu_quantizes_to_int8_that_xnnpack_loads(tmp_path):
+    """onnx2tf pads an explicit-pad MaxPool with the float32 minimum, which int8 calibration took as the range
+    (scale 1.3e36 on ResNet-50, refused by XNNPACK). After a Relu it pads with 0 (onnx2tf_stop.py)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters import export, onnx_tflite
+    from converters.sources import load_source
+    from edgemm import layout
+
+    try:
+        onnx_tflite.find_onnx2tf()
+    except Exception as e:  # DependencyError: install.sh installs it
+        pytest.skip(str(e))
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              name="pool"),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["y"], name="flatten")]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+                              [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    source = load_source(_save(model, tmp_path / "pool.onnx"), work=tmp_path / "work")
+    graph_sm, lay = onnx_tflite.to_saved_model(source, tmp_path / "sm", log=lambda line: None)
+    calib = layout.to_artifact(_calib(16), lay.inputs)
+    export.write_tflite(graph_sm, tmp_path / "int8.tflite", calib, True, True)
+    interpreter = Interpreter(model_path=str(tmp_path / "int8.tflite"))  # XNNPACK applied: it must prepare
+    interpreter.allocate_tensors()
+    scales = [d["quantization"][0] for d in interpreter.get_tensor_details() if d["dtype"] == np.int8]
+    assert scales and max(scales) < 10.0, max(scales)
