@@ -40,6 +40,14 @@ SCHEMA_VERSION = 1
 LIBRARIES = ("numpy", "ai-edge-litert", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless", "edgemm")
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (taskset, cgroup cpusets), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def environment(device: str | None = None) -> dict:
     """Where a report was measured; `device` names the machine in merged reports [default: host name]."""
     governor = None
@@ -53,7 +61,7 @@ def environment(device: str | None = None) -> dict:
             libraries[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"device": device or socket.gethostname(), "cpu": cpu_features.cpu_model(), "cores": os.cpu_count(),
+    return {"device": device or socket.gethostname(), "cpu": cpu_features.cpu_model(), "cores": _usable_cores(),
             "governor": governor,
             "int8_dot_product": cpu_features.has_int8_dot_product(), "platform": platform.platform(),
             "python": platform.python_version(), "libraries": libraries}
