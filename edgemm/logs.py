@@ -51,13 +51,19 @@ def quiet_env(env: dict[str, str]) -> dict[str, str]:
 def native_stderr_quieted():
     """File descriptor 2 sent to /dev/null for the duration, unless verbose: for a library call that logs
     from C++ with no switch to stop it (LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for
-    CPU." when it builds an interpreter, whatever TF_CPP_MIN_LOG_LEVEL says). The descriptor is the
-    process's: keep the call short (lines other threads write to stderr meanwhile are lost too)."""
+    CPU." when it builds an interpreter, whatever TF_CPP_MIN_LOG_LEVEL says; ALSA and JACK print dozens of
+    lines about absent sound cards while PortAudio probes devices). Python-level errors still surface as
+    exceptions. The descriptor is the process's: keep the call short (lines other threads write to stderr
+    meanwhile are lost too)."""
     if verbose():
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to save (a daemon): nothing to quiet
+        yield
+        return
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)

@@ -8,14 +8,13 @@ each window.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgemm import logs
 from edgemm.errors import DependencyError, InputError
 from edgemm.transforms.signal import resample_blocks
 from edgemm.runtime.ring import AudioRing
@@ -92,27 +91,9 @@ class WavSource:
             self._thread.join(timeout=2.0)
 
 
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silences what ALSA/JACK print to file descriptor 2 while PortAudio probes devices
-    (dozens of lines about absent sound cards); Python-level errors still surface as exceptions."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def open_pyaudio():
     pyaudio = _pyaudio()
-    with quiet_native_stderr():
+    with logs.native_stderr_quieted():
         return pyaudio.PyAudio()
 
 
@@ -188,7 +169,7 @@ class MicSource:
                     supported = False
                 rate = self.model_rate if supported else int(info["defaultSampleRate"])
             chunk = int(round(self.model_chunk * rate / self.model_rate))
-            with quiet_native_stderr():
+            with logs.native_stderr_quieted():
                 stream = pa.open(format=pyaudio.paInt16, channels=1, rate=rate, input=True,
                                  input_device_index=index, frames_per_buffer=chunk,
                                  stream_callback=self._callback, start=False)
