@@ -154,7 +154,9 @@ def pre_process(src: Path, dst: Path) -> tuple[Path, list[str]]:
                 quant_pre_process(os.fspath(src), os.fspath(dst), skip_symbolic_shape=skip_symbolic)
         except Exception as e:  # shape inference and ONNX Runtime raise many types
             why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            notes.append(f"quantization pre-processing failed ({'' if skip_symbolic else 'symbolic shapes: '}{why})")
+            notes.append(f"quantization pre-processing failed ({why})" if skip_symbolic else
+                         f"quantization pre-processing: symbolic shape inference failed ({why}); ONNX shape "
+                         "inference only")
             continue
         finally:
             logger.removeHandler(errors)
