@@ -29,7 +29,7 @@ from converters.child import run_in_child
 from converters.gates import check_gates, gate_message, summary_table  # noqa: F401 (summary_table: CLI)
 from converters.output_dir import OutputDir
 from converters.shapes import parse_input_shapes
-from converters.sources import SourceModel, load_source
+from converters.sources import SourceModel, check_model_path, load_source
 from edgemm import __version__, cpu_features, edgetpu, layout, samples
 from edgemm.atomic import atomic_path, write_json
 from edgemm.backends.isolated import describe_tflite, run_isolated
@@ -561,8 +561,7 @@ class _Run:
 def _check_cheaply(model: Path, options: ConvertOptions) -> None:
     """What is refused in a fraction of a second, before the child spends seconds loading TensorFlow: a
     missing model, unreadable .npz headers. (A model that does not load, or no --calib, needs the model.)"""
-    if not model.exists():
-        raise InputError(f"{model}: no such model file or SavedModel directory")
+    check_model_path(model)
     for path in (options.calib, options.val):  # read as calibration files by _load_data, so named the same
         if path is not None:
             samples.check_npz(path, "calibration")

@@ -228,6 +228,14 @@ def _check_declared_sizes(source: SourceModel, path: Path) -> None:
             limits.check_bytes(4 * count, f"{path}: {side} '{t.name[:60]}' of shape {list(t.shape)[:8]}")
 
 
+def check_model_path(path: Path) -> None:
+    """Refuses a path that is no model file or SavedModel directory (cheap: nothing is loaded)."""
+    if not path.exists():
+        raise InputError(f"{path}: no such model file or SavedModel directory")
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        raise InputError(f"{path}: a directory without saved_model.pb; give a {SUFFIXES}")
+
+
 def load_source(path: Path, spec_path: Path | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None,
                 code: Path | None = None, work: Path | None = None) -> SourceModel:
     """Loads MODEL and its spec (`spec_path`, or MODEL.yaml/.yml/.json beside it), and checks the spec
@@ -239,10 +247,7 @@ def load_source(path: Path, spec_path: Path | None = None, input_shapes: dict[st
     is migrated. Without a spec the model can be converted and benchmarked; `edgemm run` needs one.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such model file or SavedModel directory")
-    if path.is_dir() and not (path / "saved_model.pb").is_file():
-        raise InputError(f"{path}: a directory without saved_model.pb; give a {SUFFIXES}")
+    check_model_path(path)
     if work is None:
         import tempfile
 

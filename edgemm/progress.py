@@ -64,10 +64,3 @@ def throttled(send: Callable[[int, int], None], every_s: float = 0.25) -> Update
 
     return update
 
-
-def counted(items, update: Update | None, total: int):
-    """Yields `items`, reporting (done, total) after each one."""
-    for done, item in enumerate(items, 1):
-        yield item
-        if update is not None:
-            update(done, total)

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgemm import logs
 from edgemm.errors import InputError
 
 
@@ -52,7 +53,7 @@ def run_isolated(
         job = {"kind": kind, "path": os.fspath(Path(path).resolve()), "options": options or {},
                "inputs": str(tmp / "inputs.npz"), "outputs": str(tmp / "outputs.npz"), "info": str(tmp / "info.json")}
         (tmp / "job.json").write_text(json.dumps(job))
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        env = logs.quiet_env(dict(os.environ))
         proc = _run_reporting([sys.executable, "-m", "edgemm.backends.isolated", str(tmp / "job.json")],
                               env, timeout, progress, tmp / "stderr.txt")
         if proc.returncode != 0:

@@ -106,8 +106,8 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def html_page(merged: dict) -> str:
     ok = [r for r in merged["results"] if "latency_ms" in r]
     label = lambda r: f"{r['device']}: {r['id']}"  # noqa: E731
-    latency = reports._latency_svg(ok, label=label) if ok else "<p>No configuration was measured.</p>"
-    tradeoff = reports._tradeoff_svg(ok, label=label) if ok else ""
+    latency = reports.latency_svg(ok, label=label) if ok else "<p>No configuration was measured.</p>"
+    tradeoff = reports.tradeoff_svg(ok, label=label) if ok else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>edgemm bench report: devices side by side</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;font-size:13px}}

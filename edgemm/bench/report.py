@@ -62,7 +62,7 @@ def short(label: str, limit: int = MAX_LABEL) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
-def _latency_svg(rows: list[dict], width: int = 900, label=lambda r: r["id"]) -> str:
+def latency_svg(rows: list[dict], width: int = 900, label=lambda r: r["id"]) -> str:
     """Per configuration: a box from p50 to p90, whiskers min..p99, a tick at max; log-free linear axis. The
     label column is as wide as the longest (shortened) label, so labels never run into the plot."""
     row_h, right = 26, 40
@@ -114,7 +114,7 @@ def _style(i: int) -> tuple[str, str]:
     return MARKERS[(i // len(COLOURS)) % len(MARKERS)], COLOURS[i % len(COLOURS)]
 
 
-def _tradeoff_svg(rows: list[dict], width: int = 900, height: int = 420, label=lambda r: r["id"]) -> str:
+def tradeoff_svg(rows: list[dict], width: int = 900, height: int = 420, label=lambda r: r["id"]) -> str:
     """Accuracy (y) vs median latency (x); marker area ~ model size. No text beside the points (labels of
     close points overlap): each point has its own colour and shape, named in a legend below the plot, one
     row per point."""
@@ -174,10 +174,10 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f
 {html.escape(str(env['governor']))}); baseline <code>{html.escape(report['settings']['baseline'])}</code>.</p>
 <h2>Latency distribution per configuration</h2>
 <p>Box: median to p90; whisker: min to p99; black tick: median.</p>
-{_latency_svg(rows)}
+{latency_svg(rows)}
 <h2>Accuracy vs latency vs size</h2>
 <p>Marker area grows with the artifact size.</p>
-{_tradeoff_svg(rows)}
+{tradeoff_svg(rows)}
 <h2>Results</h2>
 <table>{''.join(body_rows)}</table>
 </body></html>

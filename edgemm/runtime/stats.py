@@ -126,13 +126,12 @@ class StatsRecorder:
     summary counts `stats_write_errors`, and the run and its printed summary go on. Records the writer
     could not keep up with are dropped and counted (`stats_records_dropped`)."""
 
-    def __init__(self, path: Path | None = None, warn: Callable[[str], None] = _warn,
-                 observer: Callable[[dict], None] | None = None):
+    def __init__(self, path: Path | None = None, warn: Callable[[str], None] = _warn):
         self.path = Path(path) if path else None
         self.warn = warn
-        # called with each steady-state record as it is added (the /metrics histograms), so that nothing is
-        # recomputed from all the samples per scrape; may be attached after construction
-        self.observer = observer
+        # called with each steady-state record as it is added (the /metrics histograms attach it), so that
+        # nothing is recomputed from all the samples per scrape
+        self.observer: Callable[[dict], None] | None = None
         self._fd = _open_for_append(self.path) if self.path else None
         self.count = 0
         self._first: dict | None = None  # the first inference, reported apart from the steady state
