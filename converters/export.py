@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +23,9 @@ from edgemm.errors import InputError
 from edgemm.progress import Update
 
 ONNX_OPSET = 17
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# auto: each activation tensor's range chosen among min/max, percentile, entropy and MSE by its error on
+# held-out calibration samples (converters/ranges.py); the others: one method for every tensor.
+CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
 
 
 def _batches(calib: dict[str, np.ndarray], progress: Update | None = None) -> Iterator[dict[str, np.ndarray]]:
@@ -100,17 +103,32 @@ def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool
 
 
 def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True,
-                 per_channel: bool = True, progress: Update | None = None) -> Path:
-    """TFLite from a SavedModel (see tflite_converter), written atomically; `progress` counts calibration."""
+                 per_channel: bool = True, progress: Update | None = None, method: str = "minmax") -> dict | None:
+    """TFLite from a SavedModel (see tflite_converter), written atomically; `progress` counts calibration.
+
+    method: "minmax" is the converter's own calibration; the others (full int8 only) set the ranges of
+    converters/tflite_ranges.py: "auto" chooses per tensor, "entropy" and "percentile" use that method for
+    every tensor. Returns what the range choice measured (None for minmax)."""
+    chosen = None
     try:
-        flatbuffer = tflite_converter(graph, calib, full_int8, per_channel, progress).convert()
+        converter = tflite_converter(graph, calib, full_int8, per_channel, progress)
+        if method != "minmax" and calib is not None and full_int8:
+            import tensorflow as tf
+
+            from converters import ranges, tflite_ranges
+
+            methods = ranges.CANDIDATES if method == "auto" else (method,)
+            flatbuffer, chosen = tflite_ranges.quantize(converter, calib, per_channel, tf.int8, tf.int8, progress,
+                                                        methods)
+        else:
+            flatbuffer = converter.convert()
     except InputError:
         raise
     except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError...
         raise InputError(f"TFLite conversion failed: {str(e).strip().splitlines()[0][:300]}") from None
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
-    return path
+    return chosen
 
 
 def write_onnx_from_keras(keras_model, path: Path) -> Path:
@@ -215,7 +233,7 @@ class _Reader:
 # Calibration samples whose intermediate outputs ONNX Runtime holds at once. MinMax keeps two reductions per
 # tensor per sample; the histogram methods keep every intermediate tensor (~100 MB a sample for a
 # ResNet-50), then copy them once more to build histograms.
-_CALIB_CHUNK = {"minmax": 64, "entropy": 4, "percentile": 4}
+_CALIB_CHUNK = {"auto": 64, "minmax": 64, "entropy": 4, "percentile": 4}
 
 
 def _stride(count: int, chunk: int) -> int:
@@ -228,6 +246,7 @@ class OnnxInt8:
     path: Path
     per_channel: bool  # what the weights got: per-tensor when the model could not be raised to opset 13
     notes: tuple[str, ...] = ()  # what the preparation changed or could not do, for the report
+    ranges: dict | None = None  # method auto: what the range choice measured (converters/ranges.summary)
 
 
 def write_onnx_int8(
@@ -258,20 +277,36 @@ def write_onnx_int8(
         with atomic_path(path) as tmp:
             quantize_static(os.fspath(float_path), os.fspath(tmp), _Reader(calib))
         return OnnxInt8(path, False)
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {"auto": CalibrationMethod.MinMax, "minmax": CalibrationMethod.MinMax,
+               "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     reader = _Reader(calib, progress)
-    with tempfile.TemporaryDirectory(prefix="edgemm-quantize-") as work, atomic_path(path) as tmp:
-        prepared = onnx_prep.prepare(Path(float_path), Path(work), per_channel)
-        excluded, notes = onnx_prep.node_names(Path(float_path), prepared.path, tuple(nodes_to_exclude))
+
+    def quantize(prepared: onnx_prep.Prepared, out: Path, excluded: list[str], overrides: dict) -> Path:
+        reader.rewind()
         quantize_static(
-            os.fspath(prepared.path), os.fspath(tmp), reader,
+            os.fspath(prepared.path), os.fspath(out), reader,
             quant_format=QuantFormat.QDQ, per_channel=prepared.per_channel, reduce_range=reduce_range,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=methods[method], nodes_to_exclude=excluded or None,
             # Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it drops the collected outputs without
             # merging their ranges ("No data is collected."). The strided loop merges every chunk.
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "TensorQuantOverrides": overrides,
                            "CalibStridedMinMax": _stride(len(reader), _CALIB_CHUNK[method])},
         )
-    return OnnxInt8(path, prepared.per_channel, prepared.notes + tuple(notes))
+        return out
+
+    with tempfile.TemporaryDirectory(prefix="edgemm-quantize-") as work, atomic_path(path) as tmp:
+        prepared = onnx_prep.prepare(Path(float_path), Path(work), per_channel)
+        excluded, notes = onnx_prep.node_names(Path(float_path), prepared.path, tuple(nodes_to_exclude))
+        chosen = None
+        if method == "auto":  # the chosen ranges against ONNX Runtime's min/max, on held-out samples
+            from converters import onnx_ranges
+
+            overrides, chosen = onnx_ranges.overrides(prepared.path, calib)
+            variants = {"chosen": quantize(prepared, Path(work) / "chosen.onnx", excluded, overrides),
+                        "minmax": quantize(prepared, Path(work) / "minmax.onnx", excluded, {})}
+            chosen |= onnx_ranges.keep_closer(prepared.path, variants, calib)
+            shutil.copyfile(variants[chosen["kept"]], tmp)
+        else:
+            quantize(prepared, tmp, excluded, {})
+    return OnnxInt8(path, prepared.per_channel, prepared.notes + tuple(notes), chosen)

@@ -35,7 +35,7 @@ def _producers(model_path: Path) -> dict[str, tuple[str, str]]:
     return {out: (node.name, node.op_type) for node in graph.node for out in node.output}
 
 
-def _augmented_session(model: Path, work: Path):
+def augmented_session(model: Path, work: Path):
     """A session of `model` with every float tensor also an output (qdq_loss_debug's augmentation), graph
     optimisations off as collect_activations runs it (the QDQ graph in float: fake quantization)."""
     import onnxruntime as ort
@@ -50,7 +50,7 @@ def _augmented_session(model: Path, work: Path):
     return session
 
 
-def _saved(session) -> dict[str, str]:
+def saved_outputs(session) -> dict[str, str]:
     """Tensor name -> the output that exposes it, in the session's output order."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
@@ -106,9 +106,9 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
     """
     count = min(limit, len(next(iter(samples.values()))))
     with tempfile.TemporaryDirectory(prefix="edgemm-layers-") as tmp:
-        float_session = _augmented_session(Path(float_onnx), Path(tmp))
-        qdq_session = _augmented_session(Path(int8_onnx), Path(tmp))
-    float_saved, qdq_saved = _saved(float_session), _saved(qdq_session)
+        float_session = augmented_session(Path(float_onnx), Path(tmp))
+        qdq_session = augmented_session(Path(int8_onnx), Path(tmp))
+    float_saved, qdq_saved = saved_outputs(float_session), saved_outputs(qdq_session)
     pairs = {a: p for a, p in _qdq_pairs(list(qdq_saved)).items() if a in float_saved}
     qdq_names = sorted({qdq_saved[t] for pair in pairs.values() for t in pair})
     float_names = [float_saved[a] for a in pairs]

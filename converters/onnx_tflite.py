@@ -23,6 +23,7 @@ onnx2tf's habits this module works around (each one measured):
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,9 +78,24 @@ def _prepared_copy(source, path: Path) -> tuple[Path, dict[str, str]]:
         value.name = keys.get(value.name, value.name)
     for node in model.graph.node:
         node.input[:] = [keys.get(n, n) for n in node.input]
+    _tf_node_names(model.graph)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     onnx.save(model, str(path))
     return path, keys
+
+
+def _tf_node_names(graph) -> None:
+    """Node names TensorFlow accepts as scope names: onnx2tf names some TF ops after their ONNX node, and
+    TF refuses names outside [A-Za-z0-9_.\\/>-] (Paddle exports name nodes 'Softmax@0'). Names stay unique."""
+    taken: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            continue
+        name = re.sub(r"[^A-Za-z0-9_./>-]", "_", node.name)
+        if name in taken:
+            name = f"{name}_{i}"
+        taken.add(name)
+        node.name = name
 
 
 def _keep(bound) -> bool:

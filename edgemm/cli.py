@@ -88,8 +88,9 @@ def _size(text: str | None) -> int | None:
               help="Training .npz for --prune/--distill, same layout [default: the --calib samples].")
 @click.option("--calib-samples", type=click.IntRange(1), default=300, show_default=True,
               help="Calibrate on the first N samples of --calib.")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
-              help="ONNX activation calibration method.")
+@click.option("--method", type=click.Choice(["auto", "minmax", "entropy", "percentile"]), default="auto",
+              show_default=True, help="int8 activation ranges: auto chooses per tensor among min/max, percentile, "
+              "entropy and MSE by the error on held-out calibration samples; the others use one method for all.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="ONNX weight quantization granularity.")
 @click.option("--tflite-weights", type=click.Choice(["auto", "per-tensor", "per-channel"]), default="auto",
               show_default=True, help="int8 TFLite weight granularity; auto: per-tensor (smaller), per-channel "

@@ -1,0 +1,95 @@
+"""Full-int8 TFLite with activation ranges chosen per tensor (converters/ranges.py says how).
+
+The TFLite converter cannot be given ranges, but its post-training quantization is two steps with a file in
+between, the same two its own quantization debugger (tf.lite.experimental.QuantizationDebugger) uses:
+calibration writes each activation tensor's min/max into a float model, and `mlir_quantize` turns those
+statistics into int8 scales. Here the float calibrated model also runs in LiteRT with every intermediate
+tensor kept, the chosen ranges replace the min/max statistics, and then the same `mlir_quantize` call the
+converter would make quantizes it. The model with min/max ranges is made too, and the one whose outputs are
+closer to the float model's on the held-out calibration samples is kept.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from converters import ranges
+from edgemm.progress import Update
+
+
+def _statistics(model) -> dict[int, object]:
+    """Tensor index -> tensor, for the activations of the first subgraph that have calibration statistics."""
+    graph = model.subgraphs[0]
+    ends = set(map(int, graph.inputs)) | set(map(int, graph.outputs))
+    return {i: t for i, t in enumerate(graph.tensors)
+            if i not in ends and t.quantization is not None and t.quantization.min is not None
+            and len(t.quantization.min) == 1}
+
+
+def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int]):
+    """run(i): the float calibrated model on sample i, every intermediate tensor of `indices` by index."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgemm import logs
+
+    with logs.native_stderr_quieted():
+        interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    feeds = {name: detail["index"] for name, detail in interpreter.get_signature_runner().get_input_details().items()}
+
+    def run(i: int) -> dict[str, np.ndarray]:
+        for name, index in feeds.items():
+            interpreter.set_tensor(index, calib[name][i : i + 1].astype(np.float32))
+        interpreter.invoke()
+        return {str(t): interpreter.get_tensor(t) for t in indices}
+
+    return run
+
+
+def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, work: Path) -> dict[str, np.ndarray]:
+    """The model's outputs on the given calibration samples, by output name (LiteRT, as the device runs it)."""
+    from edgemm.backends.litert import LiteRTBackend
+
+    path = work / "model.tflite"
+    path.write_bytes(model)
+    backend = LiteRTBackend(path)
+    runs = [backend.run({name: array[i : i + 1] for name, array in calib.items()}) for i in samples]
+    return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
+
+
+def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_type, output_type,
+             progress: Update | None = None, methods: tuple[str, ...] = ranges.CANDIDATES) -> tuple[bytes, dict]:
+    """int8 TFLite from a configured converter (optimizations, representative dataset, supported ops set):
+    calibrate, choose ranges among `methods`, quantize, and keep whichever of that and min/max ranges is
+    closer to the float model on the held-out samples. Returns the flatbuffer and what was measured."""
+    from tensorflow.lite.python import convert as tflite_convert
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    converter._experimental_calibrate_only = True  # the converter's own switch for step one
+    calibrated = converter.convert()
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    tensors = _statistics(model)
+    count = len(next(iter(calib.values())))
+    run = _runner(calibrated, calib, list(tensors))
+    hists = ranges.histograms(run, map(str, tensors), count, progress)
+    choices = {}
+    for index, tensor in tensors.items():
+        choice = choices[str(index)] = ranges.choose(hists[str(index)], methods)
+        tensor.quantization.min = np.array([choice.low], np.float32)
+        tensor.quantization.max = np.array([choice.high], np.float32)
+    edited = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    variants = {name: tflite_convert.mlir_quantize(source, not per_channel, input_data_type=input_type,
+                                                   output_data_type=output_type)
+                for name, source in (("chosen", edited), ("minmax", calibrated))}
+    held = ranges.held_out_samples(count)
+    with tempfile.TemporaryDirectory(prefix="edgemm-ranges-") as tmp:
+        reference = _outputs(calibrated, calib, held, Path(tmp))  # the calibrated model computes in float
+        sqnr = {name: ranges.output_error_db(reference, _outputs(v, calib, held, Path(tmp)))
+                for name, v in variants.items()}
+    kept = "chosen" if sqnr["chosen"] >= sqnr["minmax"] else "minmax"
+    return variants[kept], ranges.summary(choices) | {
+        "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept}

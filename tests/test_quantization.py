@@ -1,0 +1,142 @@
+"""Quantization techniques, each on a small model built here where it measurably reduces the error:
+per-tensor activation ranges chosen by held-out error (converters/ranges.py, both formats)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converters import ranges
+
+
+def _histogram(fit: np.ndarray, held_out: np.ndarray) -> ranges.Histogram:
+    m = float(max(np.abs(fit).max(), np.abs(held_out).max()))
+    edges = np.linspace(-m, m, ranges.BINS + 1)
+    return ranges.Histogram(edges, np.histogram(fit, edges)[0].astype(float),
+                            np.histogram(held_out, edges)[0].astype(float), float(fit.min()), float(fit.max()))
+
+
+def test_heavy_tails_get_a_clipped_range_with_less_held_out_error():
+    rng = np.random.default_rng(0)
+    fit, held = rng.standard_t(2, 200_000), rng.standard_t(2, 50_000)  # rare values 100x the typical ones
+    choice = ranges.choose(_histogram(fit, held))
+    assert choice.method != "minmax"
+    assert choice.high - choice.low < 0.6 * (fit.max() - fit.min())
+    assert choice.error < 0.5 * choice.minmax_error
+
+
+def test_a_uniform_tensor_keeps_its_full_range():
+    rng = np.random.default_rng(1)
+    fit, held = rng.uniform(-1, 1, 100_000), rng.uniform(-1, 1, 30_000)
+    choice = ranges.choose(_histogram(fit, held))
+    assert choice.low <= -0.97 and choice.high >= 0.97  # clipping a flat distribution only adds error
+    assert choice.error <= choice.minmax_error
+
+
+def test_a_relu_output_keeps_zero_as_its_low_end():
+    """0 must stay exactly representable: a low end one histogram bin below 0 (float rounding puts zeros
+    there) shifted every ReLU zero of a real layer and cost 10 dB at the output."""
+    from converters import onnx_ranges  # noqa: F401 (the ONNX side rectifies tensors read only by a ReLU)
+
+    rng = np.random.default_rng(4)
+    fit, held = np.maximum(rng.normal(0, 1, 100_000), 0), np.maximum(rng.normal(0, 1, 30_000), 0)
+    for method in ranges.CANDIDATES:
+        assert ranges.choose(_histogram(fit, held), (method,)).low == 0.0
+
+
+def test_one_method_for_every_tensor_when_asked():
+    rng = np.random.default_rng(2)
+    h = _histogram(rng.standard_t(2, 50_000), rng.standard_t(2, 10_000))
+    assert ranges.choose(h, ("percentile",)).method == "percentile"
+    assert ranges.choose(h, ("minmax",)).method == "minmax"
+
+
+def test_entropy_threshold_clips_a_long_tail_and_keeps_a_bounded_one():
+    rng = np.random.default_rng(3)
+    long_tail, bounded = rng.standard_t(2, 200_000), rng.uniform(-1, 1, 200_000)
+    for data, clipped in ((long_tail, True), (bounded, False)):
+        m = float(np.abs(data).max())
+        edges = np.linspace(-m, m, ranges.BINS + 1)
+        low, high = ranges._entropy(np.histogram(data, edges)[0], edges)
+        assert (high < 0.5 * m) == clipped, (high, m)
+        assert low == pytest.approx(-high)
+
+
+def test_summary_counts_methods_and_relative_error():
+    choices = {"a": ranges.Choice(-1, 1, "mse", 1.0, 4.0), "b": ranges.Choice(0, 2, "minmax", 2.0, 2.0)}
+    s = ranges.summary(choices)
+    assert s["chosen"]["mse"] == 1 and s["chosen"]["minmax"] == 1 and s["tensors"] == 2
+    assert s["held_out_mse_vs_minmax"] == pytest.approx(0.5)  # geometric mean of 0.25 and 1.0
+
+
+# --- on models: the chosen ranges against min/max, both formats -------------------------------------------
+
+def _outlier_data(n: int, seed: int) -> np.ndarray:
+    """Inputs in a modest range; feature 0 is a glitchy sensor: near 0, and at +-6 in 5 % of the samples."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, 32)).astype(np.float32)
+    x[:, 0] *= 0.1
+    spikes = rng.random(n) < 0.05
+    x[spikes, 0] = 6 * np.sign(x[spikes, 0])
+    return x
+
+
+@pytest.fixture(scope="module")
+def dense_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32,), name="x")
+    h = keras.layers.Dense(64, activation="relu", name="d1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    kernel, bias = model.get_layer("d1").get_weights()
+    kernel[0, 0] = 30.0  # one unit amplifies the glitches: they set d1's per-tensor min/max range (the outlier
+    model.get_layer("d1").set_weights([kernel, bias])  # channel of real networks) ...
+    kernel, bias = model.get_layer("logits").get_weights()
+    kernel[0] = 0.0  # ... and the network has learnt to ignore that unit
+    model.get_layer("logits").set_weights([kernel, bias])
+    return model
+
+
+def _sqnr(reference: np.ndarray, test: np.ndarray) -> float:
+    from converters.metrics import sqnr_db
+
+    return sqnr_db(reference, test)
+
+
+@pytest.mark.convert
+def test_auto_ranges_beat_minmax_in_int8_tflite(dense_model, tmp_path):
+    from converters import export, saved_model
+    from edgemm.backends.litert import LiteRTBackend
+    from edgemm.binding import Tensor
+
+    path = export.export_saved_model(dense_model, tmp_path / "sm")
+    graph = saved_model.Graph(path, [Tensor("x", (1, 32), "float32")])
+    calib, val = _outlier_data(300, 1), _outlier_data(300, 2)
+    reference = dense_model.predict(val, verbose=0)
+    sqnr = {}
+    for method in ("minmax", "auto"):
+        chosen = export.write_tflite(graph, tmp_path / f"{method}.tflite", {"x": calib}, True, True, method=method)
+        backend = LiteRTBackend(tmp_path / f"{method}.tflite")
+        out = np.concatenate([backend.run({"x": val[i : i + 1]})["logits"] for i in range(len(val))])
+        sqnr[method] = _sqnr(reference, out)
+        assert (chosen is None) == (method == "minmax")
+    assert sqnr["auto"] > sqnr["minmax"] + 3.0, sqnr
+
+
+@pytest.mark.convert
+def test_auto_ranges_beat_minmax_in_int8_onnx(dense_model, tmp_path):
+    import onnxruntime as ort
+
+    from converters import export
+
+    float_onnx = export.write_onnx_from_keras(dense_model, tmp_path / "float.onnx")
+    calib, val = _outlier_data(300, 1), _outlier_data(300, 2)
+    reference = dense_model.predict(val, verbose=0)
+    sqnr = {}
+    for method in ("minmax", "auto"):
+        result = export.write_onnx_int8(float_onnx, tmp_path / f"{method}.onnx", {"x": calib}, method=method)
+        session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+        sqnr[method] = _sqnr(reference, session.run(None, {"x": val})[0])
+        assert (result.ranges is None) == (method == "minmax")
+    assert sqnr["auto"] > sqnr["minmax"] + 3.0, sqnr
