@@ -70,6 +70,9 @@ class ConvertOptions:
     input_shapes: tuple[str, ...] = ()  # --input-shape NAME=D0,D1,... (fixes dynamic dimensions)
     custom_code: Path | None = None  # --custom-code FILE.py: custom/Lambda layers of a Keras source (runs the file)
     fp16_onnx: bool = False  # also write fp16.onnx (TensorRT / CUDA targets)
+    compare_stock: bool = False  # also quantize with the stock tools' defaults, for the report only
+    int16x8: str = "auto"  # auto | on | off: int16x8.tflite (16-bit activations); auto: when int8 misses and the
+    # target is not the Edge TPU
     target: str | None = None  # device profile name (firmware_configs/NAME.yaml)
     max_latency_ms: float | None = None  # gate on the int8 artifacts' median invoke here (CPU targets)
     # compression before quantization (Keras sources)
@@ -200,6 +203,8 @@ class _Run:
             self.tflite()
         if "onnx" in o.formats:
             self.onnx()
+        if o.compare_stock:
+            self.stock()
 
         report = {
             "schema_version": REPORT_SCHEMA_VERSION,
@@ -221,6 +226,7 @@ class _Run:
         for entry in self.artifacts.values():  # drops are against the model the user gave
             if source_acc is not None and entry.get("accuracy") is not None:
                 entry["accuracy_drop_points"] = round(100 * (source_acc - entry["accuracy"]), 2)
+        report["precision_target"] = self.explain_misses()
         report["gates"] = check_gates(self.artifacts, o)
         self.stages["total"] = round(time.perf_counter() - started, 2)
         report["stage_seconds"] = self.stages
@@ -356,7 +362,7 @@ class _Run:
 
     def tflite(self) -> None:
         float_path, int8_path = self.out / "float.tflite", self.out / "int8.tflite"
-        graph, lay = self.tflite_graph()
+        graph, lay = self.tflite_made_from = self.tflite_graph()
         if self.source.kind == "tflite":  # the user's own float model, with static shapes
             from converters import tflite_source
 
@@ -371,10 +377,8 @@ class _Run:
         mode = self.options.tflite_weights
         self.quantize_tflite(int8_path, mode == "per-channel", graph, lay)
         entry = self.artifacts["int8_tflite"]
-        budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
         drop = self.shortfall(entry)
-        close = entry["agreement"] >= 0.99 if entry.get("agreement") is not None else entry["sqnr_db"] >= 30.0
-        if mode == "auto" and (drop > budget or not close):
+        if mode == "auto" and self.misses(entry):
             self.log(f"  int8 TFLite with per-tensor weights lost {drop:.2f} points (agreement {entry['agreement']}, "
                      f"SQNR {entry['sqnr_db']} dB); trying per-channel weights")
             kept = int8_path.with_name("int8.per-tensor.tflite")
@@ -393,6 +397,75 @@ class _Run:
                 self.artifacts["int8_tflite"] = entry
             self.log("  " + self.notes[-1])
         self.edgetpu(int8_path)
+        self.int16x8(graph, lay)
+
+    def misses(self, entry: dict) -> bool:
+        """An int8 artifact is short of the precision target: >= 99 % agreement (classify, multilabel) or
+        >= 30 dB SQNR (raw), and no more accuracy lost than the budget (0.5 points or --max-accuracy-drop)."""
+        budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
+        close = entry["agreement"] >= 0.99 if entry.get("agreement") is not None else (entry.get("sqnr_db") or 0) >= 30.0
+        return self.shortfall(entry) > budget or not close
+
+    def explain_misses(self) -> list[dict]:
+        """For each int8 artifact short of the precision target (see misses): what it measured, the layer whose
+        own quantization adds the most error (the int8 ONNX per-layer report), and the option that would fix
+        it; each also becomes a note in the report."""
+        layers = (self.artifacts.get("int8_onnx") or {}).get("layers") or []
+        worst = layers[0] if layers else None
+        layer = (f"{worst['node']} ({worst['op_type']}; its own quantization: {worst['local_sqnr_db']} dB SQNR)"
+                 if worst else "not measured (the per-layer report comes with --format onnx)")
+        budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
+        profile = self.target_entry()
+        edgetpu_target = profile is not None and profile["accelerator"] == "edgetpu"
+        explained = []
+        for key in ("int8_tflite", "int8_onnx"):
+            entry = self.artifacts.get(key)
+            if entry is None or not self.misses(entry):
+                continue
+            measured = (f"agreement {entry['agreement']}" if entry.get("agreement") is not None else
+                        f"SQNR {entry['sqnr_db']} dB") + f", {self.shortfall(entry):.2f} points short"
+            if key == "int8_onnx":
+                fix = ((f"--keep-float {worst['node']}" if worst else "--keep-float NODE")
+                       + f" (or --keep-float auto --max-accuracy-drop {budget}): those layers then run in fp16/fp32")
+            elif edgetpu_target:
+                fix = ("none for the Edge TPU, which runs full int8 only: quantization-aware training of the source "
+                       "model (not built into edgemm)")
+            elif "int16x8_tflite" in self.artifacts:
+                e = self.artifacts["int16x8_tflite"]
+                close = f"agreement {e['agreement']}" if e.get("agreement") is not None else f"SQNR {e['sqnr_db']} dB"
+                fix = f"run int16x8.tflite on CPU/GPU targets ({close})"
+            else:
+                fix = "--int16x8 on, for CPU/GPU TFLite targets"
+            explained.append({"artifact": key, "measured": measured, "layer": layer, "fix": fix})
+            self.notes.append(f"{key} misses the precision target (>= 99 % agreement or >= 30 dB, <= {budget} "
+                              f"points): {measured}; layer adding the most error: {layer}; fix: {fix}")
+        return explained
+
+    def int16x8(self, graph: saved_model.Graph, lay: layout.ArtifactLayout) -> None:
+        """int16x8.tflite: always (on), never (off), or when the int8 TFLite misses the target on a target that
+        is not the Edge TPU (auto)."""
+        mode = self.options.int16x8
+        profile = self.target_entry()
+        edgetpu_target = profile is not None and profile["accelerator"] == "edgetpu"
+        if mode == "off" or (mode == "auto" and (edgetpu_target or not self.misses(self.artifacts["int8_tflite"]))):
+            if mode == "auto" and edgetpu_target and self.misses(self.artifacts["int8_tflite"]):
+                self.notes.append("int8 TFLite misses the precision target, and the Edge TPU runs full int8 only: "
+                                  "no int16x8 artifact for this target")
+            return
+        path = self.out / "int16x8.tflite"
+        self.log("quantizing to int16x8 TFLite (16-bit activations, 8-bit weights)")
+        calib = layout.to_artifact(self.calib.inputs, lay.inputs)
+        try:
+            self.stage("quantize_tflite", export.write_tflite_int16x8, graph, path, calib,
+                       self.counter("calibrating int16x8 TFLite"))
+        except InputError as e:
+            self.notes.append(f"{e} (int16x8 skipped)")
+            self.log("  " + self.notes[-1])
+            return
+        self.record("int16x8_tflite", path, "tflite", "int16x8", quantization={
+            "scheme": "int16x8 PTQ", "weights": "int8 per-channel symmetric",
+            "activations": "int16 per-tensor symmetric", "io": "float32"}, **lay.entry())
+        self.validate("int16x8_tflite", "litert", path, lay=lay)
 
     def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: saved_model.Graph,
                         lay: layout.ArtifactLayout) -> None:
@@ -547,6 +620,31 @@ class _Run:
                 "The Edge TPU has no float ops: the TFLite artifact stays full-int8 so it still maps.")
             self.notes.append(entry["mixed_precision_cost"])
 
+    def stock(self) -> None:
+        """The stock tools on the same model and samples, validated the same way (report rows stock_*; not in
+        the manifest): the TFLite converter's full-int8 PTQ with its defaults (per-channel weights, min/max
+        ranges) from the same TF graph, and ONNX Runtime's quantize_static with its defaults."""
+        for key, stage in (("int8_tflite", "quantize_tflite"), ("int8_onnx", "quantize_onnx")):
+            if key in self.artifacts:
+                self.artifacts[key]["quantize_seconds"] = self.stages.get(stage)
+        if "int8_tflite" in self.artifacts:
+            graph, lay = self.tflite_made_from
+            path = self.out / "stock_int8.tflite"
+            self.log("stock TFLite full-int8 PTQ (converter defaults) for comparison")
+            start = time.perf_counter()
+            self.stage("stock", export.write_tflite, graph, path, layout.to_artifact(self.calib.inputs, lay.inputs))
+            self.record("stock_int8_tflite", path, "tflite", "int8", quantize_seconds=round(time.perf_counter() - start, 2),
+                        quantization={"scheme": "stock TFLiteConverter full-int8 PTQ"}, **lay.entry())
+            self.validate("stock_int8_tflite", "litert", path, lay=lay)
+        if "int8_onnx" in self.artifacts:
+            path = self.out / "stock_int8.onnx"
+            self.log("stock ONNX Runtime quantize_static (defaults) for comparison")
+            start = time.perf_counter()
+            self.stage("stock", export.write_onnx_int8, self.out / "float.onnx", path, self.calib.inputs, stock=True)
+            self.record("stock_int8_onnx", path, "onnx", "int8", quantize_seconds=round(time.perf_counter() - start, 2),
+                        quantization={"scheme": "stock onnxruntime quantize_static"})
+            self.validate("stock_int8_onnx", "ort-cpu", path)
+
     # -- gates and files --------------------------------------------------------------------------
     def target_entry(self) -> dict | None:
         """The device profile the artifacts were made for: backend chain and options for edgemm run."""
@@ -562,6 +660,8 @@ class _Run:
     def write_manifest(self, report: dict) -> None:
         artifacts = {}
         for key, e in self.artifacts.items():
+            if key.startswith("stock_"):  # comparisons, not for the device
+                continue
             artifacts[key] = {k: e[k] for k in ("file", "format", "precision", "size_bytes", "sha256", "inputs", "outputs")}
             artifacts[key].update({k: e[k] for k in ("quantization", "layout", "accuracy", "agreement", "sqnr_db")
                                    if k in e})

@@ -9,6 +9,8 @@ def head_gates(artifacts: dict[str, dict], o) -> list[dict]:
     """Every head of every artifact against the float model: agreement (classify, multilabel) or SQNR (raw)."""
     results = []
     for key, entry in artifacts.items():
+        if key.startswith("stock_"):  # --compare-stock rows are measured, not gated
+            continue
         for name, h in (entry.get("heads") or {}).items():
             gate, limit, value = (("min_agreement", o.min_agreement, h["agreement"]) if "agreement" in h
                                   else ("min_sqnr_db", o.min_sqnr_db, h["sqnr_db"]))

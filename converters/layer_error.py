@@ -99,7 +99,8 @@ class _Power:
 
 def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarray], limit: int = 64,
                  progress: Update | None = None) -> list[dict]:
-    """Per activation tensor of the float model: SQNR of the int8 model, worst first.
+    """Per activation tensor of the float model: SQNR of the int8 model, ranked by the error the tensor's own
+    quantization adds (local_sqnr_db, lowest first; then the accumulated error).
 
     sqnr_db: the float model's tensor against the int8 model's (dequantized) one, over the first `limit`
     samples; local_sqnr_db: the int8 model's tensor before against after its own Q/DQ pair.
@@ -132,7 +133,7 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
         rows.append({"tensor": tensor, "node": node, "op_type": op_type,
                      "sqnr_db": round(model_err[tensor].sqnr_db(), 2),
                      "local_sqnr_db": round(local_err[tensor].sqnr_db(), 2)})
-    rows.sort(key=lambda r: r["sqnr_db"])
+    rows.sort(key=lambda r: (r["local_sqnr_db"], r["sqnr_db"]))  # by the error the layer itself adds
     return rows
 
 

@@ -31,7 +31,7 @@ def is_model_dir(path: Path) -> bool:
     """A directory edgemm convert wrote (it holds manifest.json): its files are convert's, never overwritten
     by run or bench."""
     return (Path(path) / MANIFEST_NAME).is_file()
-PRECISIONS = ("float32", "float16", "int8", "mixed")
+PRECISIONS = ("float32", "float16", "int8", "int16x8", "mixed")  # int16x8: 16-bit activations (TFLite)
 # Tensor types as the backends name them (numpy names). ONNX Runtime's own name ("tensor(double)") is what
 # convert records for a type edgemm does not map: accepted for outputs, which edgemm never has to make.
 DTYPES = ("bool", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",

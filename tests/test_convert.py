@@ -243,7 +243,8 @@ def test_teacher_int8_artifacts_meet_the_budget(converted_teacher):
         assert arts[key]["agreement"] >= 0.99, (key, arts[key])
     assert arts["int8_tflite"]["size_bytes"] <= 0.27 * arts["float_tflite"]["size_bytes"]
     assert arts["int8_tflite"]["edgetpu"]["fully_mappable"]
-    assert arts["int8_onnx"]["layers"] and arts["int8_onnx"]["layers"][0]["sqnr_db"] <= arts["int8_onnx"]["layers"][-1]["sqnr_db"]
+    layers = arts["int8_onnx"]["layers"]
+    assert layers and layers[0]["local_sqnr_db"] <= layers[-1]["local_sqnr_db"]
     manifest = load_manifest(out)
     spec = manifest.spec  # the teacher's first-format sidecar, migrated
     assert spec.inputs["image"].transform.color == "gray" and spec.inputs["audio"].transform.convention == "tensorflow"

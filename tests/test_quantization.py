@@ -140,3 +140,56 @@ def test_auto_ranges_beat_minmax_in_int8_onnx(dense_model, tmp_path):
         sqnr[method] = _sqnr(reference, session.run(None, {"x": val})[0])
         assert (result.ranges is None) == (method == "minmax")
     assert sqnr["auto"] > sqnr["minmax"] + 3.0, sqnr
+
+
+# --- in `edgemm convert`: int16x8 when int8 misses, the stock tools beside, the report says why -------------
+
+@pytest.fixture(scope="module")
+def converted_glitchy(dense_model, tmp_path_factory):
+    """The glitchy model converted with --compare-stock: its raw output misses 30 dB in int8 TFLite."""
+    import yaml
+
+    from converters.convert import ConvertOptions, convert
+
+    tmp = tmp_path_factory.mktemp("glitchy")
+    model = tmp / "glitchy.keras"
+    dense_model.save(model)
+    (tmp / "glitchy.yaml").write_text(yaml.safe_dump({
+        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}},
+        "outputs": {"logits": {"head": "raw"}}}))
+    np.savez(tmp / "calib.npz", x=_outlier_data(200, 1))
+    np.savez(tmp / "val.npz", x=_outlier_data(200, 2))
+    options = ConvertOptions(calib=tmp / "calib.npz", val=tmp / "val.npz", formats=("tflite", "onnx"),
+                             compare_stock=True, method="minmax", min_sqnr_db=0.0)
+    return tmp / "out", convert(model, tmp / "out", options, log=lambda line: None)
+
+
+@pytest.mark.convert
+def test_int16x8_is_written_when_int8_misses_and_is_far_closer(converted_glitchy):
+    from edgemm.manifest import load_manifest
+
+    out, report = converted_glitchy
+    arts = report["artifacts"]
+    assert arts["int8_tflite"]["sqnr_db"] < 30.0, arts["int8_tflite"]  # the premise: int8 misses
+    assert arts["int16x8_tflite"]["sqnr_db"] > arts["int8_tflite"]["sqnr_db"] + 20.0, arts["int16x8_tflite"]
+    assert "int16x8_tflite" in load_manifest(out).artifacts
+    (tflite_miss,) = [m for m in report["precision_target"] if m["artifact"] == "int8_tflite"]
+    assert "int16x8.tflite" in tflite_miss["fix"]
+    assert any("misses the precision target" in n and "int16x8.tflite" in n for n in report["notes"])
+
+
+@pytest.mark.convert
+def test_stock_rows_are_measured_beside_but_neither_shipped_nor_gated(converted_glitchy):
+    from edgemm.manifest import load_manifest
+
+    out, report = converted_glitchy
+    arts = report["artifacts"]
+    for key, file in (("stock_int8_tflite", "stock_int8.tflite"), ("stock_int8_onnx", "stock_int8.onnx")):
+        assert arts[key]["file"] == file and (out / file).is_file()
+        assert arts[key]["sqnr_db"] is not None and arts[key]["quantize_seconds"] > 0
+        assert key not in load_manifest(out).artifacts
+        assert not any(g["artifact"].startswith(key) for g in report["gates"])
+    assert arts["int8_tflite"]["quantize_seconds"] > 0 and arts["int8_onnx"]["quantize_seconds"] > 0
+    if arts["int8_onnx"]["sqnr_db"] < 30.0:  # the report names the worst layer and the ONNX fix
+        (onnx_miss,) = [m for m in report["precision_target"] if m["artifact"] == "int8_onnx"]
+        assert onnx_miss["fix"].startswith("--keep-float ") and arts["int8_onnx"]["layers"][0]["node"] in onnx_miss["layer"]

@@ -180,8 +180,28 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f
 {tradeoff_svg(rows)}
 <h2>Results</h2>
 <table>{''.join(body_rows)}</table>
+{layers_html(report.get("layers") or {})}
 </body></html>
 """
+
+
+def layers_html(layers: dict[str, list[dict]]) -> str:
+    """Per model: the int8 layers ranked by the quantization error they add (from the convert report)."""
+    parts = []
+    for model, rows in layers.items():
+        if not rows:
+            continue
+        cells = "".join(f"<tr><td>{i + 1}</td><td style='text-align:left'>{html.escape(str(r['op_type']))}</td>"
+                        f"<td style='text-align:left'>{html.escape(str(r['node']))}</td><td>{r['local_sqnr_db']}</td>"
+                        f"<td>{r['sqnr_db']}</td></tr>" for i, r in enumerate(rows))
+        parts.append(f"<h3>{html.escape(model)}</h3><table><tr><th>rank</th><th>op</th><th>node</th>"
+                     f"<th>own error: SQNR dB</th><th>accumulated: SQNR dB</th></tr>{cells}</table>")
+    if not parts:
+        return ""
+    return ("<h2>int8 layers that add the most error</h2><p>From <code>edgemm convert</code>'s per-layer report "
+            "(int8 ONNX against the float model on calibration samples): a layer's own error is its tensor before "
+            "against after its quantize/dequantize pair; the accumulated one is the float model's tensor against "
+            "the int8 model's. Candidates for <code>--keep-float</code>.</p>" + "".join(parts))
 
 
 def write_reports(report: dict, out: Path) -> dict[str, Path]:

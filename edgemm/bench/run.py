@@ -10,6 +10,8 @@ Report JSON schema (version 1), written by `edgemm bench --report OUT` as OUT/re
               min, p50, p90, p99, max}, latencies_ms[...], throughput_per_s, peak_rss_mb, accuracy|null,
               ratio_p50_vs_baseline} ]
   pipeline: [ {model, backend, media, summary (the edgemm run summary: stages_ms, counters, ...)} ]
+  layers: {model: [ {tensor, node, op_type, sqnr_db, local_sqnr_db} ]}  the int8 ONNX layers that add the most
+          quantization error, from the model directory's convert report (report.json), when it has them
 Latencies are milliseconds of one backend.run() (inputs set, invoke, outputs read), batch 1.
 """
 
@@ -161,11 +163,13 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
               val: Path | None = None, pipeline_media: tuple[Path, Path] | None = None,
               baseline: str | None = None, log: Callable[[str], None] = print,
               progress: Callable[[str, int, int], None] | None = None, device: str | None = None) -> dict:
-    results, pipeline = [], []
+    results, pipeline, layers = [], [], {}
     planned = _count_configurations(model_dirs, backends, threads, artifacts)
     for model_dir in model_dirs:
         manifest = load_manifest(model_dir)
         name = Path(model_dir).resolve().name
+        if _convert_layers(model_dir):
+            layers[name] = _convert_layers(model_dir)
         val_inputs, labels = None, None
         if val is not None:
             val_inputs, labels = load_val(val, {t["name"] for t in next(iter(manifest.artifacts.values())).inputs})
@@ -224,7 +228,18 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
                      "backends": list(backends), "baseline": base["id"]},
         "results": results,
         "pipeline": pipeline,
+        "layers": layers,
     }
+
+
+def _convert_layers(model_dir: Path, top: int = 10) -> list[dict]:
+    """The per-layer quantization error `edgemm convert` measured for the int8 ONNX artifact (worst first),
+    read from the convert report beside the manifest; [] when there is none or it is unreadable."""
+    try:
+        report = json.loads((Path(model_dir) / "report.json").read_text())
+        return list(report["artifacts"]["int8_onnx"]["layers"])[:top]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def compare(old: dict, new: dict, tolerance: float = 0.10, accuracy_points: float = 0.5) -> list[dict]:
