@@ -71,6 +71,7 @@ class ConvertOptions:
     custom_code: Path | None = None  # --custom-code FILE.py: custom/Lambda layers of a Keras source (runs the file)
     fp16_onnx: bool = False  # also write fp16.onnx (TensorRT / CUDA targets)
     compare_stock: bool = False  # also quantize with the stock tools' defaults, for the report only
+    equalize: bool = True  # cross-layer equalisation of ONNX sources (Conv -> ReLU -> Conv)
     int16x8: str = "auto"  # auto | on | off: int16x8.tflite (16-bit activations); auto: when int8 misses and the
     # target is not the Edge TPU
     target: str | None = None  # device profile name (firmware_configs/NAME.yaml)
@@ -192,6 +193,8 @@ class _Run:
         self.log(f"calibration: {self.calib.source}; validation: {self.val.source}")
         self.reference = self.stage("float_reference", self.float_reference)
         self.ref_acc = self.source_acc = source_acc = _accuracy(source.heads, self.reference, self.val.labels)
+        if o.equalize and source.kind == "onnx":
+            source = self.equalize()
         compression = None
         if o.prune or o.distill or o.student:
             compression = self.compress(source_acc)
@@ -233,6 +236,20 @@ class _Run:
         self.write_manifest(report)
         write_json(self.out / "report.json", report)
         return report
+
+    def equalize(self) -> SourceModel:
+        """Cross-layer equalisation of an ONNX source (converters/equalize.py): both formats are made from the
+        equalised model; the float reference stays the user's model, so validation checks the equivalence."""
+        from converters import equalize
+
+        path = self.work / "equalized.onnx"
+        pairs = self.stage("equalize", equalize.equalize, self.source.graph, path)
+        if pairs:
+            self.notes.append(f"cross-layer equalisation: {pairs} Conv -> ReLU -> Conv pairs rescaled per channel "
+                              "(the same function; per-channel ranges evened out for int8)")
+            self.log("  " + self.notes[-1])
+            self.source = dataclasses.replace(self.source, graph=path)
+        return self.source
 
     def compress(self, source_acc: float | None) -> dict:
         """Prune and/or distill the Keras source into a student, which is then what gets quantized."""

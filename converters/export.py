@@ -319,7 +319,7 @@ def write_onnx_int8(
         if method == "auto":  # the chosen ranges against ONNX Runtime's min/max, on held-out samples
             from converters import onnx_ranges
 
-            overrides, chosen = onnx_ranges.overrides(prepared.path, calib)
+            overrides, chosen = onnx_ranges.overrides(prepared.path, calib, progress)
             variants = {"chosen": quantize(prepared, Path(work) / "chosen.onnx", excluded, overrides),
                         "minmax": quantize(prepared, Path(work) / "minmax.onnx", excluded, {})}
             chosen |= onnx_ranges.keep_closer(prepared.path, variants, calib)

@@ -193,3 +193,58 @@ def test_stock_rows_are_measured_beside_but_neither_shipped_nor_gated(converted_
     if arts["int8_onnx"]["sqnr_db"] < 30.0:  # the report names the worst layer and the ONNX fix
         (onnx_miss,) = [m for m in report["precision_target"] if m["artifact"] == "int8_onnx"]
         assert onnx_miss["fix"].startswith("--keep-float ") and arts["int8_onnx"]["layers"][0]["node"] in onnx_miss["layer"]
+
+
+# --- cross-layer equalisation ---------------------------------------------------------------------------------
+
+def _imbalanced_convs(path):
+    """Conv(3->16) -> ReLU -> depthwise Conv(16) -> ReLU -> Conv(16->8), output channels of the first two
+    scaled by factors from 0.02 to 50 (what batch-norm folding leaves in real mobile networks)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    scale = np.exp(rng.uniform(np.log(0.02), np.log(50), 16)).astype(np.float32)
+    w1 = rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32) * scale[:, None, None, None]
+    b1 = rng.normal(0, 0.1, 16).astype(np.float32) * scale
+    w2 = rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32) / scale[:, None, None, None]
+    w3 = rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=16, name="dw"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], name="pw")]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_equalisation_keeps_the_function_and_cuts_per_tensor_weight_error(tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from converters import equalize, export
+
+    source = _imbalanced_convs(tmp_path / "chain.onnx")
+    assert equalize.equalize(source, tmp_path / "equalized.onnx") == 2
+    x = np.random.default_rng(6).normal(0, 1, (64, 3, 16, 16)).astype(np.float32)
+    calib, val = {"x": x[:48]}, x[48:]
+
+    def outputs(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {"x": v[None]})[0] for v in val])
+
+    reference = outputs(source)
+    np.testing.assert_allclose(outputs(tmp_path / "equalized.onnx"), reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
+    for per_channel in (False, True):  # per-channel weights too: the first Conv's per-tensor activations gain
+        sqnr = {}
+        for name in ("chain", "equalized"):
+            quantize_static(str(tmp_path / f"{name}.onnx"), str(tmp_path / f"{name}_int8.onnx"), export._Reader(calib),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8)
+            sqnr[name] = _sqnr(reference, outputs(tmp_path / f"{name}_int8.onnx"))
+        assert sqnr["equalized"] > sqnr["chain"] + 6.0, (per_channel, sqnr)
