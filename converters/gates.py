@@ -68,7 +68,7 @@ def gate_message(report: dict, out_dir: Path) -> str | None:
 
 
 def summary_table(report: dict) -> str:
-    rows = [f"{'artifact':<13} {'size':>9} {'accuracy':>9} {'drop pts':>8} {'agree/SQNR':>7} {'max|diff|':>9} {'ms':>7}  backend"]
+    rows = [f"{'artifact':<17} {'size':>9} {'accuracy':>9} {'drop pts':>8} {'agree/SQNR':>7} {'max|diff|':>9} {'ms':>7}  backend"]
     for key, e in report["artifacts"].items():
         acc = "-" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}%"
         drop = "-" if e.get("accuracy_drop_points") is None else f"{e['accuracy_drop_points']:+.2f}"
@@ -76,7 +76,7 @@ def summary_table(report: dict) -> str:
                  f"{e['sqnr_db']:>5.1f}dB" if e.get("sqnr_db") is not None else f"{'-':>7}")
         ms = "-" if e.get("median_invoke_ms") is None else f"{e['median_invoke_ms']:.3f}"
         diff = "-" if e.get("max_abs_diff") is None else f"{e['max_abs_diff']:.4f}"
-        rows.append(f"{key:<13} {e['size_bytes'] / 1024:>7.1f}KB {acc:>9} {drop:>8} {close:>7} {diff:>9} {ms:>7}  "
+        rows.append(f"{key:<17} {e['size_bytes'] / 1024:>7.1f}KB {acc:>9} {drop:>8} {close:>7} {diff:>9} {ms:>7}  "
                     f"{e['backend']}")
     if report["float_accuracy"] is not None:
         rows.append(f"float source accuracy: {100 * report['float_accuracy']:.2f}% on {report['data']['validation']}")
