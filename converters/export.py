@@ -281,6 +281,9 @@ def write_onnx_int8(
     converters.onnx_prep (Constant weights made initializers, opset raised for per-channel weights, ONNX
     Runtime's pre-processing), calibrated in chunks so memory does not grow with the number of samples.
 
+    method: "auto" quantizes twice, with the ranges converters/onnx_ranges.py chooses per tensor and with
+    ONNX Runtime's min/max, and keeps the one closer to the float model on held-out calibration samples;
+    the others are ONNX Runtime's calibration methods.
     nodes_to_exclude: nodes of the float model to keep in float (followed through node fusions).
     stock: ONNX Runtime's defaults (per-tensor weights, MinMax, no preparation), for comparisons.
     """
