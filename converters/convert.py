@@ -441,7 +441,11 @@ class _Run:
                 continue
             measured = (f"agreement {entry['agreement']}" if entry.get("agreement") is not None else
                         f"SQNR {entry['sqnr_db']} dB") + f", {self.shortfall(entry):.2f} points short"
-            if key == "int8_onnx":
+            kept = (entry.get("quantization") or {}).get("nodes_in_float") or []
+            if key == "int8_onnx" and kept:
+                fix = (f"{len(kept)} layers kept in float were not enough (the error is spread over the model): "
+                       "fp16.onnx on GPU targets, or quantization-aware training (not built into edgemm)")
+            elif key == "int8_onnx":
                 fix = ((f"--keep-float {worst['node']}" if worst else "--keep-float NODE")
                        + f" (or --keep-float auto --max-accuracy-drop {budget}): those layers then run in fp16/fp32")
             elif edgetpu_target:
