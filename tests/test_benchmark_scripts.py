@@ -83,3 +83,8 @@ def test_loop_overhead(converted_teacher):
     out = _script("loop_overhead.py", "--duration", "2", "--teacher", converted_teacher[0], "--only-teacher",
                   "--no-write")
     assert "| example teacher" in out and "NCHW RGB" not in out
+
+
+def test_quantization_techniques():
+    out = _script("quantization_techniques.py", "--no-write")
+    assert "| cross-layer equalisation | int8 ONNX, per-channel weights |" in out and "int16x8" in out

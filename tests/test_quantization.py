@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from converters import ranges
+from tests import quant_models
 
 
 def _histogram(fit: np.ndarray, held_out: np.ndarray) -> ranges.Histogram:
@@ -71,31 +72,9 @@ def test_summary_counts_methods_and_relative_error():
 
 # --- on models: the chosen ranges against min/max, both formats -------------------------------------------
 
-def _outlier_data(n: int, seed: int) -> np.ndarray:
-    """Inputs in a modest range; feature 0 is a glitchy sensor: near 0, and at +-6 in 5 % of the samples."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 1, (n, 32)).astype(np.float32)
-    x[:, 0] *= 0.1
-    spikes = rng.random(n) < 0.05
-    x[spikes, 0] = 6 * np.sign(x[spikes, 0])
-    return x
-
-
 @pytest.fixture(scope="module")
 def dense_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32,), name="x")
-    h = keras.layers.Dense(64, activation="relu", name="d1")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
-    kernel, bias = model.get_layer("d1").get_weights()
-    kernel[0, 0] = 30.0  # one unit amplifies the glitches: they set d1's per-tensor min/max range (the outlier
-    model.get_layer("d1").set_weights([kernel, bias])  # channel of real networks) ...
-    kernel, bias = model.get_layer("logits").get_weights()
-    kernel[0] = 0.0  # ... and the network has learnt to ignore that unit
-    model.get_layer("logits").set_weights([kernel, bias])
-    return model
+    return quant_models.glitchy_dense_model()
 
 
 def _sqnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -112,7 +91,7 @@ def test_auto_ranges_beat_minmax_in_int8_tflite(dense_model, tmp_path):
 
     path = export.export_saved_model(dense_model, tmp_path / "sm")
     graph = saved_model.Graph(path, [Tensor("x", (1, 32), "float32")])
-    calib, val = _outlier_data(300, 1), _outlier_data(300, 2)
+    calib, val = quant_models.glitchy_data(300, 1), quant_models.glitchy_data(300, 2)
     reference = dense_model.predict(val, verbose=0)
     sqnr = {}
     for method in ("minmax", "auto"):
@@ -131,7 +110,7 @@ def test_auto_ranges_beat_minmax_in_int8_onnx(dense_model, tmp_path):
     from converters import export
 
     float_onnx = export.write_onnx_from_keras(dense_model, tmp_path / "float.onnx")
-    calib, val = _outlier_data(300, 1), _outlier_data(300, 2)
+    calib, val = quant_models.glitchy_data(300, 1), quant_models.glitchy_data(300, 2)
     reference = dense_model.predict(val, verbose=0)
     sqnr = {}
     for method in ("minmax", "auto"):
@@ -157,8 +136,8 @@ def converted_glitchy(dense_model, tmp_path_factory):
     (tmp / "glitchy.yaml").write_text(yaml.safe_dump({
         "version": 2, "inputs": {"x": {"source": "constant", "value": 0}},
         "outputs": {"logits": {"head": "raw"}}}))
-    np.savez(tmp / "calib.npz", x=_outlier_data(200, 1))
-    np.savez(tmp / "val.npz", x=_outlier_data(200, 2))
+    np.savez(tmp / "calib.npz", x=quant_models.glitchy_data(200, 1))
+    np.savez(tmp / "val.npz", x=quant_models.glitchy_data(200, 2))
     options = ConvertOptions(calib=tmp / "calib.npz", val=tmp / "val.npz", formats=("tflite", "onnx"),
                              compare_stock=True, method="minmax", min_sqnr_db=0.0)
     return tmp / "out", convert(model, tmp / "out", options, log=lambda line: None)
@@ -197,39 +176,13 @@ def test_stock_rows_are_measured_beside_but_neither_shipped_nor_gated(converted_
 
 # --- cross-layer equalisation ---------------------------------------------------------------------------------
 
-def _imbalanced_convs(path):
-    """Conv(3->16) -> ReLU -> depthwise Conv(16) -> ReLU -> Conv(16->8), output channels of the first two
-    scaled by factors from 0.02 to 50 (what batch-norm folding leaves in real mobile networks)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(5)
-    scale = np.exp(rng.uniform(np.log(0.02), np.log(50), 16)).astype(np.float32)
-    w1 = rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32) * scale[:, None, None, None]
-    b1 = rng.normal(0, 0.1, 16).astype(np.float32) * scale
-    w2 = rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32) / scale[:, None, None, None]
-    w3 = rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=16, name="dw"),
-             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
-             helper.make_node("Conv", ["r2", "w3"], ["y"], name="pw")]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
-                              [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def test_equalisation_keeps_the_function_and_cuts_per_tensor_weight_error(tmp_path):
     import onnxruntime as ort
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from converters import equalize, export
 
-    source = _imbalanced_convs(tmp_path / "chain.onnx")
+    source = quant_models.imbalanced_conv_chain(tmp_path / "chain.onnx")
     assert equalize.equalize(source, tmp_path / "equalized.onnx") == 2
     x = np.random.default_rng(6).normal(0, 1, (64, 3, 16, 16)).astype(np.float32)
     calib, val = {"x": x[:48]}, x[48:]

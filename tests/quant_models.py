@@ -1,0 +1,62 @@
+"""Small models on which a quantization technique measurably matters, built in code (tests/test_quantization.py
+and benchmarks/quantization_techniques.py use them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def glitchy_data(n: int, seed: int) -> np.ndarray:
+    """Inputs in a modest range; feature 0 is a glitchy sensor: near 0, and at +-6 in 5 % of the samples."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, 32)).astype(np.float32)
+    x[:, 0] *= 0.1
+    spikes = rng.random(n) < 0.05
+    x[spikes, 0] = 6 * np.sign(x[spikes, 0])
+    return x
+
+
+def glitchy_dense_model():
+    """Dense(64, relu) -> Dense(10) on glitchy_data, whose one glitch-following unit the output ignores."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32,), name="x")
+    h = keras.layers.Dense(64, activation="relu", name="d1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h))
+    kernel, bias = model.get_layer("d1").get_weights()
+    kernel[0, 0] = 30.0  # one unit amplifies the glitches: they set d1's per-tensor min/max range (the outlier
+    model.get_layer("d1").set_weights([kernel, bias])  # channel of real networks) ...
+    kernel, bias = model.get_layer("logits").get_weights()
+    kernel[0] = 0.0  # ... and the network has learnt to ignore that unit
+    model.get_layer("logits").set_weights([kernel, bias])
+    return model
+
+
+def imbalanced_conv_chain(path: Path) -> Path:
+    """Conv(3->16) -> ReLU -> depthwise Conv(16) -> ReLU -> Conv(16->8), output channels of the first two
+    scaled by factors from 0.02 to 50 (what batch-norm folding leaves in real mobile networks)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    scale = np.exp(rng.uniform(np.log(0.02), np.log(50), 16)).astype(np.float32)
+    w1 = rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32) * scale[:, None, None, None]
+    b1 = rng.normal(0, 0.1, 16).astype(np.float32) * scale
+    w2 = rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32) / scale[:, None, None, None]
+    w3 = rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=16, name="dw"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], name="pw")]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+    return path
