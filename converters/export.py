@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from converters.calibration import sample
 from edgemm.atomic import atomic_path
 from edgemm.binding import Tensor
 from edgemm.errors import InputError
@@ -28,10 +29,11 @@ ONNX_OPSET = 17
 CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
 
 
-def _batches(calib: dict[str, np.ndarray], progress: Update | None = None) -> Iterator[dict[str, np.ndarray]]:
+def _batches(calib: dict[str, np.ndarray], progress: Update | None = None,
+             ranks: dict[str, int] | None = None) -> Iterator[dict[str, np.ndarray]]:
     count = len(next(iter(calib.values())))
     for i in range(count):
-        yield {name: array[i : i + 1].astype(np.float32) for name, array in calib.items()}
+        yield sample(calib, i, ranks)
         if progress is not None:
             progress(i + 1, count)
 
@@ -92,7 +94,8 @@ def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool
         if set(calib) != set(static):
             raise InputError(f"calibration arrays {sorted(calib)} do not match model inputs {sorted(static)}")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: _batches(calib, progress)  # keyed by name, never a list
+        ranks = {name: len(shape) for name, shape in static.items()}
+        converter.representative_dataset = lambda: _batches(calib, progress, ranks)  # keyed by name, never a list
         # The converter has no public switch for weight granularity; this attribute is the one it reads.
         converter._experimental_disable_per_channel = not per_channel
         if full_int8:
@@ -223,8 +226,9 @@ class _Reader:
     calibrate chunk by chunk.
     """
 
-    def __init__(self, calib: dict[str, np.ndarray], progress: Update | None = None):
-        self._calib = calib
+    def __init__(self, calib: dict[str, np.ndarray], progress: Update | None = None,
+                 ranks: dict[str, int] | None = None):
+        self._calib, self._ranks = calib, ranks
         self._count = len(next(iter(calib.values())))
         self._progress, self._done = progress, 0
         self.set_range(0, self._count)
@@ -233,7 +237,8 @@ class _Reader:
         return self._count
 
     def set_range(self, start_index: int, end_index: int) -> None:
-        self._it = _batches({name: array[start_index:end_index] for name, array in self._calib.items()})
+        self._it = _batches({name: array[start_index:end_index] for name, array in self._calib.items()},
+                            ranks=self._ranks)
 
     def get_next(self):
         batch = next(self._it, None)
@@ -256,6 +261,14 @@ _CALIB_CHUNK = {"auto": 64, "minmax": 64, "entropy": 4, "percentile": 4}
 def _stride(count: int, chunk: int) -> int:
     """The largest chunk size <= `chunk` that divides `count` (quantize_static requires it to)."""
     return max(d for d in range(1, min(chunk, count) + 1) if count % d == 0)
+
+
+def onnx_input_ranks(model: Path) -> dict[str, int]:
+    """Each graph input's rank (calibration.sample adds a batch axis only where the model has one)."""
+    import onnx
+
+    graph = onnx.load(os.fspath(model), load_external_data=False).graph
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in graph.input}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,13 +306,14 @@ def write_onnx_int8(
 
     if method not in CALIBRATION_METHODS:
         raise InputError(f"calibration method {method!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
+    ranks = onnx_input_ranks(Path(float_path))
     if stock:
         with atomic_path(path) as tmp:
-            quantize_static(os.fspath(float_path), os.fspath(tmp), _Reader(calib))
+            quantize_static(os.fspath(float_path), os.fspath(tmp), _Reader(calib, ranks=ranks))
         return OnnxInt8(path, False)
     methods = {"auto": CalibrationMethod.MinMax, "minmax": CalibrationMethod.MinMax,
                "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
-    reader = _Reader(calib, progress)
+    reader = _Reader(calib, progress, ranks)
 
     def quantize(prepared: onnx_prep.Prepared, out: Path, excluded: list[str], overrides: dict) -> Path:
         reader.rewind()

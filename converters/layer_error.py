@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.calibration import sample
 from edgemm.progress import Update
 
 _EPS = float(np.finfo(float).eps)  # qdq_loss_debug's floor on both norms
@@ -110,13 +111,14 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
         float_session = augmented_session(Path(float_onnx), Path(tmp))
         qdq_session = augmented_session(Path(int8_onnx), Path(tmp))
     float_saved, qdq_saved = saved_outputs(float_session), saved_outputs(qdq_session)
+    ranks = {i.name: len(i.shape) for i in float_session.get_inputs()}
     pairs = {a: p for a, p in _qdq_pairs(list(qdq_saved)).items() if a in float_saved}
     qdq_names = sorted({qdq_saved[t] for pair in pairs.values() for t in pair})
     float_names = [float_saved[a] for a in pairs]
     model_err = {a: _Power() for a in pairs}
     local_err = {a: _Power() for a in pairs}
     for i in range(count):  # one sample at a time: memory does not grow with `count`
-        feed = {name: array[i : i + 1].astype(np.float32) for name, array in samples.items()}
+        feed = sample(samples, i, ranks)
         qdq = dict(zip(qdq_names, qdq_session.run(qdq_names, feed), strict=True))
         floats = dict(zip(float_names, float_session.run(float_names, feed), strict=True))
         for activation, (pre, post) in pairs.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from converters import ranges
+from converters.calibration import sample
 from converters.layer_error import augmented_session, saved_outputs
 from edgemm.progress import Update
 
@@ -32,9 +33,10 @@ def overrides(model: Path, calib: dict[str, np.ndarray], progress: Update | None
     names, outputs = list(saved), list(saved.values())
     rectified = _only_into_relu(graph)
 
+    ranks = {i.name: len(i.shape) for i in session.get_inputs()}
+
     def run(i: int) -> dict[str, np.ndarray]:
-        feed = {name: array[i : i + 1].astype(np.float32) for name, array in calib.items()}
-        values = dict(zip(names, session.run(outputs, feed), strict=True))
+        values = dict(zip(names, session.run(outputs, sample(calib, i, ranks)), strict=True))
         return {n: np.maximum(v, 0) if n in rectified else v for n, v in values.items()}
 
     count = len(next(iter(calib.values())))
@@ -63,7 +65,8 @@ def _outputs(model: Path, calib: dict[str, np.ndarray], samples: np.ndarray) -> 
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    runs = [session.run(names, {n: a[i : i + 1].astype(np.float32) for n, a in calib.items()}) for i in samples]
+    ranks = {i.name: len(i.shape) for i in session.get_inputs()}
+    runs = [session.run(names, sample(calib, i, ranks)) for i in samples]
     return {name: np.concatenate([r[k] for r in runs]) for k, name in enumerate(names)}
 
 

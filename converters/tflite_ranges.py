@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from converters import ranges
+from converters.calibration import sample
 from edgemm.progress import Update
 
 
@@ -39,11 +40,13 @@ def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int])
         interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
                                   experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
-    feeds = {name: detail["index"] for name, detail in interpreter.get_signature_runner().get_input_details().items()}
+    details = interpreter.get_signature_runner().get_input_details()
+    feeds = {name: d["index"] for name, d in details.items()}
+    ranks = {name: len(d["shape"]) for name, d in details.items()}
 
     def run(i: int) -> dict[str, np.ndarray]:
-        for name, index in feeds.items():
-            interpreter.set_tensor(index, calib[name][i : i + 1].astype(np.float32))
+        for name, value in sample(calib, i, ranks).items():
+            interpreter.set_tensor(feeds[name], value)
         interpreter.invoke()
         return {str(t): interpreter.get_tensor(t) for t in indices}
 
@@ -52,12 +55,13 @@ def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int])
 
 def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, work: Path) -> dict[str, np.ndarray]:
     """The model's outputs on the given calibration samples, by output name (LiteRT, as the device runs it)."""
+    from edgemm.backends.isolated import sample_feeds
     from edgemm.backends.litert import LiteRTBackend
 
     path = work / "model.tflite"
     path.write_bytes(model)
     backend = LiteRTBackend(path)
-    runs = [backend.run({name: array[i : i + 1] for name, array in calib.items()}) for i in samples]
+    runs = [backend.run(sample_feeds(backend, calib, i)) for i in samples]
     return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
 
 
