@@ -46,6 +46,9 @@ SATURATION_POINTS = 0.5
 # Samples per float-model batch: large batches of a ResNet-50-class model hold gigabytes of activations, and
 # peak memory must not depend on how many samples are validated.
 PREDICT_BATCH = 32
+# The precision target an int8 artifact is held to (issue-level goal, not a gate): top-1/per-label agreement
+# with the float model, or SQNR of raw heads; and the accuracy budget when --max-accuracy-drop is not given.
+TARGET_AGREEMENT, TARGET_SQNR_DB, DEFAULT_BUDGET_POINTS = 0.99, 30.0, 0.5
 _NO_CALIB = "give --calib FILE.npz with one array per model input (first axis = samples; optional 'label')"
 
 
@@ -341,7 +344,7 @@ class _Run:
             return 100 * (self.ref_acc - entry["accuracy"])
         if entry.get("agreement") is not None:
             return 100 * (1 - entry["agreement"])
-        return max(0.0, 30.0 - entry["sqnr_db"])
+        return max(0.0, TARGET_SQNR_DB - entry["sqnr_db"])
 
     def distance(self, entry: dict) -> tuple[float, float]:
         """For choosing between two versions of an artifact: the shortfall, then the disagreement (or the
@@ -419,9 +422,19 @@ class _Run:
     def misses(self, entry: dict) -> bool:
         """An int8 artifact is short of the precision target: >= 99 % agreement (classify, multilabel) or
         >= 30 dB SQNR (raw), and no more accuracy lost than the budget (0.5 points or --max-accuracy-drop)."""
-        budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
-        close = entry["agreement"] >= 0.99 if entry.get("agreement") is not None else (entry.get("sqnr_db") or 0) >= 30.0
-        return self.shortfall(entry) > budget or not close
+        close = (entry["agreement"] >= TARGET_AGREEMENT if entry.get("agreement") is not None
+                 else (entry.get("sqnr_db") or 0) >= TARGET_SQNR_DB)
+        return self.shortfall(entry) > self.budget() or not close
+
+    def budget(self) -> float:
+        """Accuracy points an int8 artifact may lose: --max-accuracy-drop, else DEFAULT_BUDGET_POINTS."""
+        drop = self.options.max_accuracy_drop
+        return DEFAULT_BUDGET_POINTS if drop is None else drop
+
+    def for_edgetpu(self) -> bool:
+        """The --target profile is an Edge TPU (full int8 only)."""
+        profile = self.target_entry()
+        return profile is not None and profile["accelerator"] == "edgetpu"
 
     def explain_misses(self) -> list[dict]:
         """For each int8 artifact short of the precision target (see misses): what it measured, the layer whose
@@ -431,9 +444,7 @@ class _Run:
         worst = layers[0] if layers else None
         layer = (f"{worst['node']} ({worst['op_type']}; its own quantization: {worst['local_sqnr_db']} dB SQNR)"
                  if worst else "not measured (the per-layer report comes with --format onnx)")
-        budget = 0.5 if self.options.max_accuracy_drop is None else self.options.max_accuracy_drop
-        profile = self.target_entry()
-        edgetpu_target = profile is not None and profile["accelerator"] == "edgetpu"
+        budget, edgetpu_target = self.budget(), self.for_edgetpu()
         explained = []
         for key in ("int8_tflite", "int8_onnx"):
             entry = self.artifacts.get(key)
@@ -458,16 +469,15 @@ class _Run:
             else:
                 fix = "--int16x8 on, for CPU/GPU TFLite targets"
             explained.append({"artifact": key, "measured": measured, "layer": layer, "fix": fix})
-            self.notes.append(f"{key} misses the precision target (>= 99 % agreement or >= 30 dB, <= {budget} "
+            self.notes.append(f"{key} misses the precision target (>= {100 * TARGET_AGREEMENT:g} % agreement or "
+                              f">= {TARGET_SQNR_DB:g} dB, <= {budget} "
                               f"points): {measured}; layer adding the most error: {layer}; fix: {fix}")
         return explained
 
     def int16x8(self, graph: saved_model.Graph, lay: layout.ArtifactLayout) -> None:
         """int16x8.tflite: always (on), never (off), or when the int8 TFLite misses the target on a target that
         is not the Edge TPU (auto)."""
-        mode = self.options.int16x8
-        profile = self.target_entry()
-        edgetpu_target = profile is not None and profile["accelerator"] == "edgetpu"
+        mode, edgetpu_target = self.options.int16x8, self.for_edgetpu()
         if mode == "off" or (mode == "auto" and (edgetpu_target or not self.misses(self.artifacts["int8_tflite"]))):
             if mode == "auto" and edgetpu_target and self.misses(self.artifacts["int8_tflite"]):
                 self.notes.append("int8 TFLite misses the precision target, and the Edge TPU runs full int8 only: "
