@@ -47,7 +47,6 @@ SHORT_SAMPLES = 40
 ARTIFACTS = (("int8_tflite", "edgemm int8 TFLite"), ("stock_int8_tflite", "stock TFLite PTQ"),
              ("int8_onnx", "edgemm int8 ONNX"), ("stock_int8_onnx", "stock ORT quantize_static"),
              ("int16x8_tflite", "edgemm int16x8 TFLite"))  # the last only when edgemm made one
-STAGES = {"int8_tflite": "quantize_tflite", "int8_onnx": "quantize_onnx"}  # before reports had quantize_seconds
 MIN_AGREEMENT, MAX_DROP, MIN_SQNR = 0.99, 0.5, 30.0
 
 
@@ -139,7 +138,7 @@ def measure(entry, args, stock: bool) -> dict:
 
 def artifact_row(report: dict, key: str) -> dict:
     a = report["artifacts"][key]
-    seconds = a.get("quantize_seconds", report.get("stage_seconds", {}).get(STAGES.get(key)))
+    seconds = a.get("quantize_seconds")
     return {"agreement": a.get("agreement"), "accuracy": a.get("accuracy"),
             "drop": a.get("accuracy_drop_points"), "sqnr_db": a.get("sqnr_db"), "size_bytes": a.get("size_bytes"),
             "seconds": seconds, "heads": {n: {k: h.get(k) for k in ("head", "agreement", "sqnr_db")}

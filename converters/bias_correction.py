@@ -11,9 +11,10 @@ that mean map with eps as weights, averaged over the output positions: the zero 
 outputs see fewer inputs, and they are most outputs on the small maps of a network's last layers). eps is the
 error of the rounding ONNX Runtime's quantize_static applies in this repo (converters/export.py: symmetric
 int8, per output channel or per tensor, 7 bits with reduce_range), reproduced exactly, so a correction is for
-one granularity: a per-channel one suits TFLite's per-channel int8 weights too (the same max|w| / 127 scale),
-a per-tensor one does not. The model changes, not the converter. The float outputs move by the removed shift,
-as large as the bias part of the weight rounding error: with per-tensor weights that can be far from small.
+one granularity; TFLite's symmetric int8 weights have the same max|w| / 127 scales, so it holds there too when
+TFLite uses that granularity. The model changes, not the converter. The float outputs move by the removed
+shift, as large as the bias part of the weight rounding error: with per-tensor weights that can be far from
+small (the corrected float model is the int8 model's better reference, not a better float model).
 
 Corrected: Conv (any group) and Gemm with initializer weights, and MatMul followed by an Add of an initializer
 bias (what ONNX Runtime fuses into a Gemm). A Conv read only by a BatchNormalization has the normalisation
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.calibration import sample
+from edgemm.samples import model_ranks, sample
 
 SAMPLES = 64  # the input means settle long before; each sample is one float run of the model
 
@@ -288,7 +289,7 @@ def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray]) -> t
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    ranks = {i.name: len(i.shape) for i in session.get_inputs()}
+    ranks = model_ranks(session.get_inputs())
     arrays = {k: v for k, v in calib.items() if k in ranks}
     count = len(next(iter(arrays.values())))
     picks = np.unique(np.linspace(0, count - 1, min(SAMPLES, count)).round().astype(int))
@@ -296,7 +297,7 @@ def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray]) -> t
     maps: dict[str, np.ndarray | None] = {}
     for i in picks:
         feed = sample(arrays, int(i), ranks)
-        values = feed | dict(zip(fetched, session.run(fetched, feed), strict=True))
+        values = feed | (dict(zip(fetched, session.run(fetched, feed), strict=True)) if fetched else {})
         for name in convs:
             mean = np.asarray(values[name], np.float64).mean(0, keepdims=True)
             if name not in maps:

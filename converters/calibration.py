@@ -35,14 +35,6 @@ class Samples:
         return Samples({k: v[index] for k, v in self.inputs.items()}, labels, self.source)
 
 
-def sample(arrays: dict[str, np.ndarray], i: int, ranks: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Sample i of every input as float32, with a batch axis of 1 where the model's input has one: its rank
-    (`ranks`, by input name) equals the stacked array's. A recurrent state of shape (2, 1, 128) has none."""
-    ranks = ranks or {}
-    return {name: (a[i : i + 1] if ranks.get(name, a.ndim) == a.ndim else a[i]).astype(np.float32)
-            for name, a in arrays.items()}
-
-
 def check_samples(samples: Samples, expected: dict[str, tuple[int, ...]], where: str) -> Samples:
     """Refuses missing/extra inputs, wrong shapes, empty sets and non-finite values, naming the problem."""
     if set(samples.inputs) != set(expected):

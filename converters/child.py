@@ -66,7 +66,7 @@ def run_in_child(model: Path, out: Path, staging: Path, work: Path, options, log
     read_fd, write_fd = os.pipe()
     # TF_ENABLE_ONEDNN_OPTS=0: TensorFlow 2.21's oneDNN kernels segfault on the weight gradient of a 1x1
     # stride-2 Conv2D over an even-sized input (a ResNet shortcut) on AVX-512 CPUs, which kills fine-tuning,
-    # distillation and quantization-aware training; Eigen's kernels do not, and converted the real zoo models
+    # --prune and --distill (a segfault, not an error); Eigen's kernels do not, and converted the real zoo models
     # as fast (49.5 s vs 48.8 s end to end). A value the user sets is kept.
     env = logs.quiet_env({"TF_ENABLE_ONEDNN_OPTS": "0", **os.environ, "TMPDIR": os.fspath(work / "tmp")})
     libraries = logs.library_output(work / "libraries.log")  # TensorFlow's C++ logs and the like, unless -v

@@ -75,6 +75,8 @@ class ConvertOptions:
     fp16_onnx: bool = False  # also write fp16.onnx (TensorRT / CUDA targets)
     compare_stock: bool = False  # also quantize with the stock tools' defaults, for the report only
     equalize: bool = True  # cross-layer equalisation of ONNX sources (Conv -> ReLU -> Conv)
+    bias_correction: str = "auto"  # auto | on | off: int8 ONNX from a bias-corrected float model; auto: when the
+    # int8 ONNX misses the target, kept only if closer
     int16x8: str = "auto"  # auto | on | off: int16x8.tflite (16-bit activations); auto: when int8 misses and the
     # target is not the Edge TPU
     target: str | None = None  # device profile name (firmware_configs/NAME.yaml)
@@ -126,6 +128,11 @@ def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray 
     if name is None or labels is None:
         return None
     return float(np.mean(reference[name].reshape(len(labels), -1).argmax(1) == labels))
+
+
+def closeness(entry: dict) -> str:
+    """An artifact's agreement with the float model, or its SQNR where it has no classify head."""
+    return f"agreement {entry['agreement']}" if entry.get("agreement") is not None else f"SQNR {entry['sqnr_db']} dB"
 
 
 class _Run:
@@ -401,23 +408,34 @@ class _Run:
         if mode == "auto" and self.misses(entry):
             self.log(f"  int8 TFLite with per-tensor weights lost {drop:.2f} points (agreement {entry['agreement']}, "
                      f"SQNR {entry['sqnr_db']} dB); trying per-channel weights")
-            kept = int8_path.with_name("int8.per-tensor.tflite")
-            int8_path.replace(kept)
-            entry = self.artifacts.pop("int8_tflite")
-            self.quantize_tflite(int8_path, True, graph, lay)
-            if self.distance(self.artifacts["int8_tflite"]) <= self.distance(entry):
-                kept.unlink()
-                self.notes.append(f"int8 TFLite: per-tensor weights lost {drop:.2f} points; per-channel weights "
-                                  f"lose {self.shortfall(self.artifacts['int8_tflite']):.2f}: kept per-channel")
-            else:  # per-channel is not always better (it was worse on a real OCR classifier): keep the better
-                self.notes.append(f"int8 TFLite: per-channel weights lost "
-                                  f"{self.shortfall(self.artifacts['int8_tflite']):.2f} points, per-tensor "
-                                  f"{drop:.2f}: kept per-tensor")
-                kept.replace(int8_path)
-                self.artifacts["int8_tflite"] = entry
+            # per-channel is not always better (it was worse on a real OCR classifier): keep the closer
+            new, kept = self.keep_closer("int8_tflite", int8_path, lambda: self.quantize_tflite(int8_path, True, graph, lay),
+                                         ties_to_new=True)
+            lost = self.shortfall(new)
+            self.notes.append(f"int8 TFLite: per-tensor weights lost {drop:.2f} points; per-channel weights "
+                              f"lose {lost:.2f}: kept per-channel" if kept else
+                              f"int8 TFLite: per-channel weights lost {lost:.2f} points, per-tensor {drop:.2f}: "
+                              "kept per-tensor")
             self.log("  " + self.notes[-1])
         self.edgetpu(int8_path)
         self.int16x8(graph, lay)
+
+    def keep_closer(self, key: str, path: Path, make: Callable[[], None], ties_to_new: bool = False) -> tuple[dict, bool]:
+        """Makes another version of artifact `key` at `path` (`make` writes, records and validates it) and keeps
+        whichever is closer to the float model (see distance). Returns the new version's entry and whether it
+        was kept."""
+        aside = path.with_name(f"{path.stem}.previous{path.suffix}")
+        path.replace(aside)
+        old = self.artifacts.pop(key)
+        make()
+        new = self.artifacts[key]
+        kept = self.distance(new) < self.distance(old) or (ties_to_new and self.distance(new) == self.distance(old))
+        if kept:
+            aside.unlink()
+        else:
+            aside.replace(path)
+            self.artifacts[key] = old
+        return new, kept
 
     def misses(self, entry: dict) -> bool:
         """An int8 artifact is short of the precision target: >= 99 % agreement (classify, multilabel) or
@@ -450,8 +468,7 @@ class _Run:
             entry = self.artifacts.get(key)
             if entry is None or not self.misses(entry):
                 continue
-            measured = (f"agreement {entry['agreement']}" if entry.get("agreement") is not None else
-                        f"SQNR {entry['sqnr_db']} dB") + f", {self.shortfall(entry):.2f} points short"
+            measured = f"{closeness(entry)}, {self.shortfall(entry):.2f} points short"
             kept = (entry.get("quantization") or {}).get("nodes_in_float") or []
             if key == "int8_onnx" and kept:
                 fix = (f"{len(kept)} layers kept in float were not enough (the error is spread over the model): "
@@ -463,9 +480,7 @@ class _Run:
                 fix = ("none for the Edge TPU, which runs full int8 only: quantization-aware training of the source "
                        "model (not built into edgemm)")
             elif "int16x8_tflite" in self.artifacts:
-                e = self.artifacts["int16x8_tflite"]
-                close = f"agreement {e['agreement']}" if e.get("agreement") is not None else f"SQNR {e['sqnr_db']} dB"
-                fix = f"run int16x8.tflite on CPU/GPU targets ({close})"
+                fix = f"run int16x8.tflite on CPU/GPU targets ({closeness(self.artifacts['int16x8_tflite'])})"
             else:
                 fix = "--int16x8 on, for CPU/GPU TFLite targets"
             explained.append({"artifact": key, "measured": measured, "layer": layer, "fix": fix})
@@ -486,6 +501,7 @@ class _Run:
         path = self.out / "int16x8.tflite"
         self.log("quantizing to int16x8 TFLite (16-bit activations, 8-bit weights)")
         calib = layout.to_artifact(self.calib.inputs, lay.inputs)
+        start = time.perf_counter()
         try:
             self.stage("quantize_tflite", export.write_tflite_int16x8, graph, path, calib,
                        self.counter("calibrating int16x8 TFLite"))
@@ -493,9 +509,9 @@ class _Run:
             self.notes.append(f"{e} (int16x8 skipped)")
             self.log("  " + self.notes[-1])
             return
-        self.record("int16x8_tflite", path, "tflite", "int16x8", quantization={
-            "scheme": "int16x8 PTQ", "weights": "int8 per-channel symmetric",
-            "activations": "int16 per-tensor symmetric", "io": "float32"}, **lay.entry())
+        self.record("int16x8_tflite", path, "tflite", "int16x8", quantize_seconds=round(time.perf_counter() - start, 2),
+                    quantization={"scheme": "int16x8 PTQ", "weights": "int8 per-channel symmetric",
+                                  "activations": "int16 per-tensor symmetric", "io": "float32"}, **lay.entry())
         self.validate("int16x8_tflite", "litert", path, lay=lay)
 
     def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: saved_model.Graph,
@@ -505,9 +521,11 @@ class _Run:
         self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples keyed by input name, "
                  f"{granularity} weights, {method} activation ranges)")
         calib = layout.to_artifact(self.calib.inputs, lay.inputs)
+        start = time.perf_counter()
         chosen = self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel,
                             self.counter("calibrating int8 TFLite"), method)
-        self.record("int8_tflite", int8_path, "tflite", "int8", quantization={
+        self.record("int8_tflite", int8_path, "tflite", "int8", quantize_seconds=round(time.perf_counter() - start, 2),
+                    quantization={
             "scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
             "activations": "int8 per-tensor asymmetric", "method": method, "ranges": chosen}, **lay.entry())
         self.validate("int8_tflite", "litert", int8_path, lay=lay)
@@ -572,13 +590,50 @@ class _Run:
             else:
                 self.notes.append(why + "; fix: --reduce-range on (or auto)")
                 self.log("  WARNING: " + self.notes[-1])
+        quantized_from = float_path
+        if o.bias_correction == "on" or (o.bias_correction == "auto" and self.misses(self.artifacts["int8_onnx"])):
+            quantized_from = self.bias_correct(float_path, int8_path, excluded)
         if o.fp16_onnx:
             self.fp16(float_path)
         self.artifacts["int8_onnx"]["layers"] = self.stage(
-            "layer_report", layer_error.layer_errors, float_path, int8_path, self.calib.inputs,
+            "layer_report", layer_error.layer_errors, quantized_from, int8_path, self.calib.inputs,
             progress=self.counter("per-layer error report"))[:20]
         if o.keep_float == "auto" and o.max_accuracy_drop is not None:
-            self.keep_sensitive_layers_in_float(float_path, int8_path)
+            self.keep_sensitive_layers_in_float(quantized_from, int8_path)
+
+    def bias_correct(self, float_path: Path, int8_path: Path, excluded: tuple[str, ...]) -> Path:
+        """int8 ONNX from the bias-corrected float model (converters/bias_correction.py), for the weight
+        granularity and range the int8 ONNX has; --bias-correction auto keeps it only if it is closer to the
+        float model. Returns the float model the kept int8 ONNX was quantized from."""
+        from converters import bias_correction
+
+        q = self.artifacts["int8_onnx"]["quantization"]
+        granularity = "per-channel" if q["per_channel"] else "per-tensor"
+        corrected = self.work / "bias_corrected.onnx"
+        layers = self.stage("bias_correction", bias_correction.correct, float_path, corrected, self.calib.inputs,
+                            q["per_channel"], q["reduce_range"])
+        if not layers:
+            self.notes.append("bias correction: no Conv/Gemm/MatMul layer with constant weights to correct")
+            return float_path
+        self.log(f"  bias correction of {layers} layers for {granularity} int8 weights; quantizing again")
+        before = self.artifacts["int8_onnx"]
+
+        def make() -> None:
+            self.quantize_onnx(corrected, int8_path, q["reduce_range"], excluded)
+
+        if self.options.bias_correction == "on":
+            del self.artifacts["int8_onnx"]
+            make()
+            after, kept = self.artifacts["int8_onnx"], True
+        else:
+            after, kept = self.keep_closer("int8_onnx", int8_path, make)
+        self.notes.append(f"bias correction ({layers} layers, {granularity} weights): int8 ONNX {closeness(before)} "
+                          f"-> {closeness(after)}: " + ("kept" if kept else "not kept (no closer)"))
+        self.log("  " + self.notes[-1])
+        if not kept:
+            return float_path
+        self.artifacts["int8_onnx"]["quantization"]["bias_correction"] = {"layers": layers}
+        return corrected
 
     @staticmethod
     def saturated(entry: dict) -> bool:
@@ -609,12 +664,14 @@ class _Run:
         o = self.options
         self.log(f"quantizing to int8 QDQ ONNX ({o.method}, per-channel={o.per_channel}, reduce_range={reduce_range}"
                  + (f", {len(excluded)} nodes kept in float" if excluded else "") + ")")
+        start = time.perf_counter()
         result = self.stage("quantize_onnx", export.write_onnx_int8, float_path, int8_path, self.calib.inputs,
                             o.method, o.per_channel, reduce_range, excluded,
                             progress=self.counter("calibrating int8 ONNX"))
         self.notes.extend(n for n in result.notes if n not in self.notes)  # what the ONNX preparation changed
         granularity = "per-channel" if result.per_channel else "per-tensor"
         self.record("int8_onnx", int8_path, "onnx", "mixed" if excluded else "int8",
+                    quantize_seconds=round(time.perf_counter() - start, 2),
                     quantization={"format": "QDQ", "method": o.method, "ranges": result.ranges,
                                   "per_channel": result.per_channel,
                                   "reduce_range": reduce_range, "weights": f"int8 {granularity} symmetric",
@@ -655,9 +712,6 @@ class _Run:
         """The stock tools on the same model and samples, validated the same way (report rows stock_*; not in
         the manifest): the TFLite converter's full-int8 PTQ with its defaults (per-channel weights, min/max
         ranges) from the same TF graph, and ONNX Runtime's quantize_static with its defaults."""
-        for key, stage in (("int8_tflite", "quantize_tflite"), ("int8_onnx", "quantize_onnx")):
-            if key in self.artifacts:
-                self.artifacts[key]["quantize_seconds"] = self.stages.get(stage)
         if "int8_tflite" in self.artifacts:
             graph, lay = self.tflite_made_from
             path = self.out / "stock_int8.tflite"

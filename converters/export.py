@@ -17,11 +17,11 @@ from typing import Iterator
 
 import numpy as np
 
-from converters.calibration import sample
 from edgemm.atomic import atomic_path
 from edgemm.binding import Tensor
 from edgemm.errors import InputError
 from edgemm.progress import Update
+from edgemm.samples import sample
 
 ONNX_OPSET = 17
 # auto: each activation tensor's range chosen among min/max, percentile, entropy and MSE by its error on
@@ -264,7 +264,7 @@ def _stride(count: int, chunk: int) -> int:
 
 
 def onnx_input_ranks(model: Path) -> dict[str, int]:
-    """Each graph input's rank (calibration.sample adds a batch axis only where the model has one)."""
+    """Each graph input's rank (samples.sample adds a batch axis only where the model has one)."""
     import onnx
 
     graph = onnx.load(os.fspath(model), load_external_data=False).graph

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.calibration import sample
 from edgemm.progress import Update
+from edgemm.samples import model_ranks, sample
 
 _EPS = float(np.finfo(float).eps)  # qdq_loss_debug's floor on both norms
 
@@ -111,7 +111,7 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
         float_session = augmented_session(Path(float_onnx), Path(tmp))
         qdq_session = augmented_session(Path(int8_onnx), Path(tmp))
     float_saved, qdq_saved = saved_outputs(float_session), saved_outputs(qdq_session)
-    ranks = {i.name: len(i.shape) for i in float_session.get_inputs()}
+    ranks = model_ranks(float_session.get_inputs())
     pairs = {a: p for a, p in _qdq_pairs(list(qdq_saved)).items() if a in float_saved}
     qdq_names = sorted({qdq_saved[t] for pair in pairs.values() for t in pair})
     float_names = [float_saved[a] for a in pairs]

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from converters import ranges
-from converters.calibration import sample
 from converters.layer_error import augmented_session, saved_outputs
 from edgemm.progress import Update
+from edgemm.samples import model_ranks, sample
 
 
 def overrides(model: Path, calib: dict[str, np.ndarray], progress: Update | None = None) -> tuple[dict, dict]:
@@ -33,7 +33,7 @@ def overrides(model: Path, calib: dict[str, np.ndarray], progress: Update | None
     names, outputs = list(saved), list(saved.values())
     rectified = _only_into_relu(graph)
 
-    ranks = {i.name: len(i.shape) for i in session.get_inputs()}
+    ranks = model_ranks(session.get_inputs())
 
     def run(i: int) -> dict[str, np.ndarray]:
         values = dict(zip(names, session.run(outputs, sample(calib, i, ranks)), strict=True))
@@ -65,7 +65,7 @@ def _outputs(model: Path, calib: dict[str, np.ndarray], samples: np.ndarray) -> 
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    ranks = {i.name: len(i.shape) for i in session.get_inputs()}
+    ranks = model_ranks(session.get_inputs())
     runs = [session.run(names, sample(calib, i, ranks)) for i in samples]
     return {name: np.concatenate([r[k] for r in runs]) for k, name in enumerate(names)}
 

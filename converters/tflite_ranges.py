@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from converters import ranges
-from converters.calibration import sample
 from edgemm.progress import Update
+from edgemm.samples import model_ranks, sample
 
 
 def _statistics(model) -> dict[int, object]:
@@ -55,13 +55,12 @@ def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int])
 
 def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, work: Path) -> dict[str, np.ndarray]:
     """The model's outputs on the given calibration samples, by output name (LiteRT, as the device runs it)."""
-    from edgemm.backends.isolated import sample_feeds
     from edgemm.backends.litert import LiteRTBackend
 
     path = work / "model.tflite"
     path.write_bytes(model)
     backend = LiteRTBackend(path)
-    runs = [backend.run(sample_feeds(backend, calib, i)) for i in samples]
+    runs = [backend.run(sample(calib, i, model_ranks(backend.inputs))) for i in samples]
     return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
 
 

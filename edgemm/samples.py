@@ -64,3 +64,16 @@ def read_npz(path: Path, what: str = "calibration",
     if labels is not None:
         labels = np.asarray(labels).astype(np.int64).reshape(-1)
     return arrays, labels
+
+
+def sample(arrays: dict[str, np.ndarray], i: int, ranks: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Sample i of every stacked input (first axis = samples), with a batch axis of 1 where the model's input
+    has one: its rank (`ranks`, by input name) equals the stacked array's. A recurrent state of shape
+    (2, 1, 128) has none. Used by calibration, validation and bench alike."""
+    ranks = ranks or {}
+    return {name: a[i : i + 1] if ranks.get(name, a.ndim) == a.ndim else a[i] for name, a in arrays.items()}
+
+
+def model_ranks(tensors) -> dict[str, int]:
+    """Each model input's rank, by name, from a backend's (or session's) input tensors."""
+    return {t.name: len(t.shape) for t in tensors}

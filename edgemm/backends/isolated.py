@@ -24,6 +24,7 @@ import numpy as np
 
 from edgemm import logs
 from edgemm.errors import InputError
+from edgemm.samples import model_ranks, sample
 
 
 def child_failure(proc: subprocess.CompletedProcess) -> str:
@@ -123,12 +124,6 @@ def _describe(job: dict) -> None:
     Path(job["info"]).write_text(json.dumps(described))
 
 
-def sample_feeds(backend, inputs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
-    """Sample i of every input, with a batch axis of 1 where the model has one (same rank as the stacked array)."""
-    ranks = {t.name: len(t.shape) for t in backend.inputs}
-    return {name: array[i : i + 1] if ranks.get(name) == array.ndim else array[i] for name, array in inputs.items()}
-
-
 def _main(job_path: str) -> int:
     from edgemm.backends.registry import open_backend
     from edgemm.errors import EdgemmError
@@ -149,7 +144,7 @@ def _main(job_path: str) -> int:
         results: dict[str, list] = {}
         times = []
         for i in range(count):
-            feeds = sample_feeds(backend, inputs, i)
+            feeds = sample(inputs, i, model_ranks(backend.inputs))
             start = time.perf_counter()
             out = backend.run(feeds)
             times.append(time.perf_counter() - start)

@@ -15,9 +15,9 @@ import numpy as np
 
 
 def measure(job: dict) -> dict:
-    from edgemm.backends.isolated import sample_feeds
     from edgemm.backends.registry import open_backend
     from edgemm.runtime.stats import describe, peak_rss_mb
+    from edgemm.samples import model_ranks, sample
 
     threads = int(job["threads"]) if job.get("threads") else None
     rss_before = peak_rss_mb()
@@ -29,7 +29,7 @@ def measure(job: dict) -> dict:
         check_inputs(job["declared"], [t.to_dict() for t in backend.inputs], job["path"])
     init_ms = (time.perf_counter() - t0) * 1e3
     with np.load(job["inputs"]) as data:
-        feeds = sample_feeds(backend, {k: data[k] for k in data.files}, 0)
+        feeds = sample({k: data[k] for k in data.files}, 0, model_ranks(backend.inputs))
     t0 = time.perf_counter()
     backend.run(feeds)
     first_ms = (time.perf_counter() - t0) * 1e3
