@@ -9,6 +9,9 @@ int8 output SQNR (dB) against the float model on held-out samples, with the tech
                      before and after converters/equalize.py, quantized by ONNX Runtime with per-tensor and
                      per-channel weights
   int16x8            the Dense model's int8 TFLite against its int16x8 TFLite (export.write_tflite_int16x8)
+  bias correction    an ONNX Conv -> depthwise Conv -> BN -> Conv -> Gemm model with one outlier weight, before
+                     and after converters/bias_correction.py, quantized by ONNX Runtime (min/max ranges) with
+                     per-tensor and per-channel weights; worst of its two outputs
 What the same techniques do on real third-party models: the quantization_zoo section.
 """
 
@@ -25,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from converters import equalize, export, saved_model  # noqa: E402
+from converters import bias_correction, equalize, export, saved_model  # noqa: E402
 from converters.metrics import sqnr_db  # noqa: E402
 from edgemm.backends.litert import LiteRTBackend  # noqa: E402
 from edgemm.binding import Tensor  # noqa: E402
@@ -35,11 +38,7 @@ COMMAND = ".venv/bin/python benchmarks/quantization_techniques.py"
 
 
 def _ort(path: Path, feeds: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[None]})[0] for x in feeds])
+    return _ort_all(path, feeds)[0]
 
 
 def _litert(path: Path, feeds: np.ndarray) -> np.ndarray:
@@ -87,12 +86,41 @@ def equalisation_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
     return rows
 
 
+def bias_correction_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
+    source = quant_models.biased_conv_bn_gemm(tmp / "biased.onnx", outlier=6.0)
+    calib, val = quant_models.biased_images(64, 1), quant_models.biased_images(64, 2)
+    reference = _ort_all(source, val["x"])
+    rows = []
+    for per_channel in (False, True):
+        sqnr = {}
+        for name in ("biased", "corrected"):
+            if name == "corrected":
+                bias_correction.correct(source, tmp / f"corrected_{per_channel}.onnx", calib, per_channel)
+            model = source if name == "biased" else tmp / f"corrected_{per_channel}.onnx"
+            int8 = export.write_onnx_int8(model, tmp / f"{name}_{per_channel}_int8.onnx", calib, method="minmax",
+                                          per_channel=per_channel).path
+            sqnr[name] = min(sqnr_db(r, t) for r, t in zip(reference, _ort_all(int8, val["x"]), strict=True))
+        weights = "per-channel" if per_channel else "per-tensor"
+        rows.append(("bias correction", f"int8 ONNX, {weights} weights", sqnr["biased"], sqnr["corrected"]))
+    return rows
+
+
+def _ort_all(path: Path, feeds: np.ndarray) -> list[np.ndarray]:
+    """Every output of the model, one sample at a time."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    runs = [session.run(None, {name: x[None]}) for x in feeds]
+    return [np.concatenate([r[k] for r in runs]) for k in range(len(runs[0]))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgemm-techniques-") as tmp:
-        rows = dense_rows(Path(tmp)) + equalisation_rows(Path(tmp))
+        rows = dense_rows(Path(tmp)) + equalisation_rows(Path(tmp)) + bias_correction_rows(Path(tmp))
     lines = ["## Quantization techniques on the models built to need them", "",
              f"Command: `{COMMAND}`. Output SQNR in dB against the float model on held-out samples (higher is "
              "better); models from tests/quant_models.py, the same the tests use.", "",

@@ -419,6 +419,52 @@ class _Run:
             self.log("  " + self.notes[-1])
         self.edgetpu(int8_path)
         self.int16x8(graph, lay)
+        o = self.options
+        if o.keep_float == "auto" and o.max_accuracy_drop is not None and self.misses(self.artifacts["int8_tflite"]):
+            if self.for_edgetpu():
+                self.notes.append("int8 TFLite misses the accuracy budget; the Edge TPU has no float ops, so no "
+                                  "TFLite layer is kept in float for this target")
+            else:
+                self.mixed_tflite(graph, lay)
+
+    def mixed_tflite(self, graph: saved_model.Graph, lay: layout.ArtifactLayout, max_tensors: int = 8) -> None:
+        """mixed.tflite: the int8 TFLite with its worst tensors (by the error their own quantization adds) kept
+        in float, with the ops writing and reading them; 1, 2, 4, then 8 tensors until the drop is within
+        --max-accuracy-drop. For CPU/GPU TFLite targets; int8.tflite stays full int8 (the Edge TPU has no float
+        ops)."""
+        q = self.artifacts["int8_tflite"]["quantization"]
+        worst = (q.get("ranges") or {}).get("worst", [])
+        if not worst:
+            return
+        path, budget = self.out / "mixed.tflite", self.options.max_accuracy_drop
+        calib = layout.to_artifact(self.calib.inputs, lay.inputs)
+        count = 1
+        while True:
+            tensors = [w["tensor"] for w in worst[:count]]
+            nodes = tuple(dict.fromkeys(n for w in worst[:count] for n in w["nodes"]))
+            self.log(f"  int8 TFLite loses {self.drop(self.artifacts['int8_tflite']):.2f} points > {budget}: "
+                     f"mixed.tflite with {len(tensors)} tensors in float ({', '.join(tensors)}; {len(nodes)} ops)")
+            start = time.perf_counter()
+            self.stage("quantize_tflite", export.write_tflite, graph, path, calib, True, "per-channel" in q["weights"],
+                       self.counter("calibrating mixed TFLite"), self.options.method, nodes)
+            self.record("mixed_tflite", path, "tflite", "mixed", quantize_seconds=round(time.perf_counter() - start, 2),
+                        quantization={"scheme": "full-int8 PTQ with layers in float", "weights": q["weights"],
+                                      "method": self.options.method, "tensors_in_float": tensors,
+                                      "nodes_in_float": list(nodes)}, **lay.entry())
+            entry = self.validate("mixed_tflite", "litert", path, lay=lay)
+            if self.drop(entry) <= budget or count >= min(max_tensors, len(worst)):
+                break
+            count *= 2
+        self.notes.append(f"mixed.tflite: {len(nodes)} ops in float for CPU/GPU TFLite targets, {closeness(entry)}, "
+                          f"{self.drop(entry):.2f} points lost (int8.tflite: {self.drop(self.artifacts['int8_tflite']):.2f})")
+        self.log("  " + self.notes[-1])
+
+    def drop(self, entry: dict) -> float:
+        """Points an artifact loses against the model the user gave (as the gate counts them): accuracy where
+        there are labels, else the shortfall."""
+        if self.source_acc is not None and entry.get("accuracy") is not None:
+            return 100 * (self.source_acc - entry["accuracy"])
+        return self.shortfall(entry)
 
     def keep_closer(self, key: str, path: Path, make: Callable[[], None], ties_to_new: bool = False) -> tuple[dict, bool]:
         """Makes another version of artifact `key` at `path` (`make` writes, records and validates it) and keeps
@@ -460,14 +506,19 @@ class _Run:
         it; each also becomes a note in the report."""
         layers = (self.artifacts.get("int8_onnx") or {}).get("layers") or []
         worst = layers[0] if layers else None
-        layer = (f"{worst['node']} ({worst['op_type']}; its own quantization: {worst['local_sqnr_db']} dB SQNR)"
-                 if worst else "not measured (the per-layer report comes with --format onnx)")
         budget, edgetpu_target = self.budget(), self.for_edgetpu()
         explained = []
         for key in ("int8_tflite", "int8_onnx"):
             entry = self.artifacts.get(key)
             if entry is None or not self.misses(entry):
                 continue
+            tensors = ((entry.get("quantization") or {}).get("ranges") or {}).get("worst") or []
+            if key == "int8_tflite" and tensors:
+                layer = f"{tensors[0]['tensor']} (its own quantization: {tensors[0]['own_sqnr_db']} dB SQNR)"
+            elif worst:
+                layer = f"{worst['node']} ({worst['op_type']}; its own quantization: {worst['local_sqnr_db']} dB SQNR)"
+            else:
+                layer = "not measured (--method minmax TFLite has no per-layer report; --format onnx has)"
             measured = f"{closeness(entry)}, {self.shortfall(entry):.2f} points short"
             kept = (entry.get("quantization") or {}).get("nodes_in_float") or []
             if key == "int8_onnx" and kept:
@@ -479,8 +530,10 @@ class _Run:
             elif edgetpu_target:
                 fix = ("none for the Edge TPU, which runs full int8 only: quantization-aware training of the source "
                        "model (not built into edgemm)")
-            elif "int16x8_tflite" in self.artifacts:
-                fix = f"run int16x8.tflite on CPU/GPU targets ({closeness(self.artifacts['int16x8_tflite'])})"
+            elif "int16x8_tflite" in self.artifacts or "mixed_tflite" in self.artifacts:
+                fix = "on CPU/GPU targets run " + " or ".join(
+                    f"{self.artifacts[k]['file']} ({closeness(self.artifacts[k])})"
+                    for k in ("mixed_tflite", "int16x8_tflite") if k in self.artifacts)
             else:
                 fix = "--int16x8 on, for CPU/GPU TFLite targets"
             explained.append({"artifact": key, "measured": measured, "layer": layer, "fix": fix})
@@ -686,17 +739,11 @@ class _Run:
         """Keeps the worst layers (lowest SQNR) in float, one at a time, until the drop is within budget."""
         budget = self.options.max_accuracy_drop
         entry = self.artifacts["int8_onnx"]
-
-        def drop() -> float:  # against the model the user gave, as the gate is
-            if self.source_acc is not None and entry.get("accuracy") is not None:
-                return 100 * (self.source_acc - entry["accuracy"])
-            return self.shortfall(entry)
-
         excluded: list[str] = []
         candidates = [r["node"] for r in entry["layers"]]
-        while drop() > budget and candidates and len(excluded) < max_nodes:
+        while self.drop(entry) > budget and candidates and len(excluded) < max_nodes:
             excluded.append(candidates.pop(0))
-            self.log(f"  accuracy drop {drop():.2f} points > {budget}: keeping {excluded[-1]} in float")
+            self.log(f"  accuracy drop {self.drop(entry):.2f} points > {budget}: keeping {excluded[-1]} in float")
             layers = entry["layers"]
             self.quantize_onnx(float_path, int8_path, entry["quantization"]["reduce_range"], tuple(excluded))
             entry = self.artifacts["int8_onnx"]

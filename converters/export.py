@@ -106,23 +106,26 @@ def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool
 
 
 def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True,
-                 per_channel: bool = True, progress: Update | None = None, method: str = "minmax") -> dict | None:
+                 per_channel: bool = True, progress: Update | None = None, method: str | None = None,
+                 float_nodes: tuple[str, ...] = ()) -> dict | None:
     """TFLite from a SavedModel (see tflite_converter), written atomically; `progress` counts calibration.
 
-    method: "minmax" is the converter's own calibration; the others (full int8 only) set the ranges of
-    converters/tflite_ranges.py: "auto" chooses per tensor, "entropy" and "percentile" use that method for
-    every tensor. Returns what the range choice measured (None for minmax)."""
+    method (full int8 only): None is the converter's own calibration and quantization, as stock; a method
+    name goes through converters/tflite_ranges.py, which also ranks the layers by their own error: "auto"
+    chooses each tensor's range, "minmax", "entropy" and "percentile" use that method for every tensor.
+    Returns what tflite_ranges measured (None for the converter's own).
+    float_nodes: ops to leave in float (tflite_ranges.quantize)."""
     chosen = None
     try:
         converter = tflite_converter(graph, calib, full_int8, per_channel, progress)
-        if method != "minmax" and calib is not None and full_int8:
+        if (method is not None or float_nodes) and calib is not None and full_int8:
             import tensorflow as tf
 
             from converters import ranges, tflite_ranges
 
-            methods = ranges.CANDIDATES if method == "auto" else (method,)
+            methods = ranges.CANDIDATES if method == "auto" else (method or "minmax",)
             flatbuffer, chosen = tflite_ranges.quantize(converter, calib, per_channel, tf.int8, tf.int8, progress,
-                                                        methods)
+                                                        methods, float_nodes)
         else:
             flatbuffer = converter.convert()
     except InputError:

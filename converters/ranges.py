@@ -217,6 +217,14 @@ def choose(h: Histogram, methods: tuple[str, ...] = CANDIDATES) -> Choice:
     return Choice(a, b, method, errors[method], errors["minmax"])
 
 
+def own_sqnr_db(h: Histogram, error: float) -> float:
+    """A tensor's SQNR against its own quantization error (`error`: a Choice's mean squared error), on the
+    held-out histogram: how much quantizing this tensor alone costs, as layer_error reports it for ONNX."""
+    total = h.held_out.sum()
+    power = float(np.dot(h.held_out, h.centers ** 2) / total) if total else 0.0
+    return float("inf") if error <= 0 else 10 * float(np.log10(max(power, 1e-30) / error))
+
+
 def summary(choices: dict[str, Choice]) -> dict:
     """For the report: how often each method won, and the geometric mean over tensors of the chosen range's
     held-out error relative to min/max's (1.0: no better; 0.5: half the squared error)."""

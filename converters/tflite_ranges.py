@@ -30,6 +30,25 @@ def _statistics(model) -> dict[int, object]:
             and len(t.quantization.min) == 1}
 
 
+def _nodes_around(model) -> dict[int, list[str]]:
+    """Tensor index -> the ops that write and read it, by the names `mlir_quantize`'s denylist takes (an op's
+    first output tensor's name), the writer first. Keeping a tensor in float takes all of them: an op left in
+    float alone still hands an int8 reader a quantized tensor."""
+    graph = model.subgraphs[0]
+    around: dict[int, list[str]] = {}
+    for op in graph.operators:
+        outputs = [int(i) for i in op.outputs if i >= 0]
+        if not outputs:
+            continue
+        name = graph.tensors[outputs[0]].name.decode()
+        for i in outputs:
+            around.setdefault(i, []).insert(0, name)
+        for i in (int(i) for i in op.inputs if i >= 0):
+            if name not in around.setdefault(i, []):
+                around[i].append(name)
+    return around
+
+
 def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int]):
     """run(i): the float calibrated model on sample i, every intermediate tensor of `indices` by index."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -64,11 +83,19 @@ def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, wo
     return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
 
 
+WORST = 10  # tensors listed in the report, and the candidates for keeping layers in float
+
+
 def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_type, output_type,
-             progress: Update | None = None, methods: tuple[str, ...] = ranges.CANDIDATES) -> tuple[bytes, dict]:
+             progress: Update | None = None, methods: tuple[str, ...] = ranges.CANDIDATES,
+             float_nodes: tuple[str, ...] = ()) -> tuple[bytes, dict]:
     """int8 TFLite from a configured converter (optimizations, representative dataset, supported ops set):
     calibrate, choose ranges among `methods`, quantize, and keep whichever of that and min/max ranges is
-    closer to the float model on the held-out samples. Returns the flatbuffer and what was measured."""
+    closer to the float model on the held-out samples. Returns the flatbuffer and what was measured,
+    including the WORST tensors by the error their own quantization adds.
+
+    float_nodes: ops (named by their output tensors, as the converter's quantization debugger names them)
+    left in float, with quantize/dequantize around them: `mlir_quantize`'s denylist."""
     from tensorflow.lite.python import convert as tflite_convert
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -84,15 +111,25 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
         choice = choices[str(index)] = ranges.choose(hists[str(index)], methods)
         tensor.quantization.min = np.array([choice.low], np.float32)
         tensor.quantization.max = np.array([choice.high], np.float32)
-    edited = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    sources = {"minmax": calibrated}
+    if tuple(methods) != ("minmax",):  # else the chosen ranges are the calibrated min/max
+        sources["chosen"] = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     variants = {name: tflite_convert.mlir_quantize(source, not per_channel, input_data_type=input_type,
-                                                   output_data_type=output_type)
-                for name, source in (("chosen", edited), ("minmax", calibrated))}
-    held = ranges.held_out_samples(count)
-    with tempfile.TemporaryDirectory(prefix="edgemm-ranges-") as tmp:
-        reference = _outputs(calibrated, calib, held, Path(tmp))  # the calibrated model computes in float
-        sqnr = {name: ranges.output_error_db(reference, _outputs(v, calib, held, Path(tmp)))
-                for name, v in variants.items()}
-    kept = "chosen" if sqnr["chosen"] >= sqnr["minmax"] else "minmax"
+                                                   output_data_type=output_type,
+                                                   denylisted_nodes=list(float_nodes) or None)
+                for name, source in sources.items()}
+    sqnr = {}
+    if len(variants) > 1:
+        held = ranges.held_out_samples(count)
+        with tempfile.TemporaryDirectory(prefix="edgemm-ranges-") as tmp:
+            reference = _outputs(calibrated, calib, held, Path(tmp))  # the calibrated model computes in float
+            sqnr = {name: ranges.output_error_db(reference, _outputs(v, calib, held, Path(tmp)))
+                    for name, v in variants.items()}
+    kept = "chosen" if sqnr and sqnr["chosen"] >= sqnr["minmax"] else "minmax"
+    own = {int(i): ranges.own_sqnr_db(hists[i], c.error if kept == "chosen" else c.minmax_error)
+           for i, c in choices.items()}
+    nodes = _nodes_around(model)
+    worst = [{"tensor": tensors[i].name.decode(), "own_sqnr_db": round(db, 2), "nodes": nodes.get(i, [])}
+             for i, db in sorted(own.items(), key=lambda item: item[1])[:WORST]]
     return variants[kept], ranges.summary(choices) | {
-        "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept}
+        "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept, "worst": worst}

@@ -60,3 +60,52 @@ def imbalanced_conv_chain(path: Path) -> Path:
     onnx.save(model, str(path))
     return path
     return path
+
+
+BIASED_CHANNELS = 16
+
+
+def biased_conv_bn_gemm(path: Path, outlier: float = 2.0) -> Path:
+    """Conv(4->16, one weight `outlier` x the others' largest: it sets the per-tensor step) -> ReLU -> depthwise Conv(16,
+    channel ranges over 30x, no bias) -> BatchNormalization -> ReLU -> Conv 1x1(16->8, no bias) = `y`
+    -> GlobalAveragePool -> Flatten -> Gemm(transB, no C) = `logits`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    w1 = rng.normal(0, 0.3, (BIASED_CHANNELS, 4, 3, 3)).astype(np.float32)
+    w1[0, 0, 1, 1] = outlier * np.abs(w1).max()
+    scale = np.exp(rng.uniform(np.log(1 / 30), 0, BIASED_CHANNELS)).astype(np.float32)
+    arrays = {
+        "w1": w1, "b1": rng.normal(0, 0.1, BIASED_CHANNELS).astype(np.float32),
+        "w2": (rng.normal(0, 0.3, (BIASED_CHANNELS, 1, 3, 3)) * scale[:, None, None, None]).astype(np.float32),
+        "gamma": rng.uniform(0.5, 2, BIASED_CHANNELS).astype(np.float32),
+        "beta": rng.normal(0, 0.05, BIASED_CHANNELS).astype(np.float32),
+        "mean": rng.normal(0, 0.05, BIASED_CHANNELS).astype(np.float32),
+        "var": (scale ** 2 * rng.uniform(0.5, 2, BIASED_CHANNELS)).astype(np.float32),
+        "w3": rng.normal(0, 0.3, (8, BIASED_CHANNELS, 1, 1)).astype(np.float32),
+        "w4": rng.normal(0, 0.3, (5, 8)).astype(np.float32),
+    }
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=BIASED_CHANNELS, name="dw"),
+             helper.make_node("BatchNormalization", ["c2", "gamma", "beta", "mean", "var"], ["n2"], name="bn"),
+             helper.make_node("Relu", ["n2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], name="pw"),
+             helper.make_node("GlobalAveragePool", ["y"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "w4"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, "biased", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16]),
+                               helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])],
+                              [numpy_helper.from_array(a, n) for n, a in arrays.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def biased_images(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Inputs with a clearly non-zero mean (pixels in [0.25, 1]): the weights' rounding errors, times the
+    mean, shift the outputs."""
+    return {"x": np.random.default_rng(seed).uniform(0.25, 1, (n, 4, 16, 16)).astype(np.float32)}

@@ -7,55 +7,7 @@ import numpy as np
 import pytest
 
 from converters import bias_correction
-
-CHANNELS = 16
-
-
-def _conv_bn_gemm(path):
-    """Conv(4->16, one weight 2x the others' largest: it sets the per-tensor step) -> ReLU -> depthwise Conv(16,
-    channel ranges over 30x, no bias) -> BatchNormalization -> ReLU -> Conv 1x1(16->8, no bias) = `y`
-    -> GlobalAveragePool -> Flatten -> Gemm(transB, no C) = `logits`."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(2)
-    w1 = rng.normal(0, 0.3, (CHANNELS, 4, 3, 3)).astype(np.float32)
-    w1[0, 0, 1, 1] = 2 * np.abs(w1).max()
-    scale = np.exp(rng.uniform(np.log(1 / 30), 0, CHANNELS)).astype(np.float32)
-    arrays = {
-        "w1": w1, "b1": rng.normal(0, 0.1, CHANNELS).astype(np.float32),
-        "w2": (rng.normal(0, 0.3, (CHANNELS, 1, 3, 3)) * scale[:, None, None, None]).astype(np.float32),
-        "gamma": rng.uniform(0.5, 2, CHANNELS).astype(np.float32),
-        "beta": rng.normal(0, 0.05, CHANNELS).astype(np.float32),
-        "mean": rng.normal(0, 0.05, CHANNELS).astype(np.float32),
-        "var": (scale ** 2 * rng.uniform(0.5, 2, CHANNELS)).astype(np.float32),
-        "w3": rng.normal(0, 0.3, (8, CHANNELS, 1, 1)).astype(np.float32),
-        "w4": rng.normal(0, 0.3, (5, 8)).astype(np.float32),
-    }
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=CHANNELS, name="dw"),
-             helper.make_node("BatchNormalization", ["c2", "gamma", "beta", "mean", "var"], ["n2"], name="bn"),
-             helper.make_node("Relu", ["n2"], ["r2"]),
-             helper.make_node("Conv", ["r2", "w3"], ["y"], name="pw"),
-             helper.make_node("GlobalAveragePool", ["y"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "w4"], ["logits"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "biased", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16]),
-                               helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])],
-                              [numpy_helper.from_array(a, n) for n, a in arrays.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
-def _images(n: int, seed: int) -> dict[str, np.ndarray]:
-    """Inputs with a clearly non-zero mean (pixels in [0.25, 1]): the weights' rounding errors, times the
-    mean, shift the outputs."""
-    return {"x": np.random.default_rng(seed).uniform(0.25, 1, (n, 4, 16, 16)).astype(np.float32)}
-
+from tests.quant_models import biased_conv_bn_gemm, biased_images
 
 def _run(path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
@@ -78,8 +30,8 @@ def corrected(tmp_path_factory):
     from converters.export import write_onnx_int8
 
     work = tmp_path_factory.mktemp("bias")
-    calib = _images(32, 1)
-    original = _conv_bn_gemm(work / "float.onnx")
+    calib = biased_images(32, 1)
+    original = biased_conv_bn_gemm(work / "float.onnx")
     count = bias_correction.correct(original, work / "corrected.onnx", calib, per_channel=False)
     for name in ("float", "corrected"):
         write_onnx_int8(work / f"{name}.onnx", work / f"{name}_int8.onnx", calib, method="minmax", per_channel=False)
@@ -100,7 +52,7 @@ def test_every_layer_is_corrected(corrected):
 def test_corrected_int8_is_closer_to_the_float_model(corrected):
     """Measured: y 31.5 -> 37.4 dB, logits 33.7 -> 39.2 dB (+5.9, +5.5)."""
     work, _ = corrected
-    held_out = _images(32, 2)
+    held_out = biased_images(32, 2)
     reference = _run(work / "float.onnx", held_out)
     plain = [_sqnr(r, t) for r, t in zip(reference, _run(work / "float_int8.onnx", held_out), strict=True)]
     fixed = [_sqnr(r, t) for r, t in zip(reference, _run(work / "corrected_int8.onnx", held_out), strict=True)]
@@ -110,7 +62,7 @@ def test_corrected_int8_is_closer_to_the_float_model(corrected):
 def test_the_correction_changes_the_float_model_little(corrected):
     """Measured: 33.0 dB (y), 37.2 dB (logits); the int8 error it removes is larger (31.5, 33.7 dB)."""
     work, _ = corrected
-    held_out = _images(32, 2)
+    held_out = biased_images(32, 2)
     reference = _run(work / "float.onnx", held_out)
     moved = [_sqnr(r, t) for r, t in zip(reference, _run(work / "corrected.onnx", held_out), strict=True)]
     assert min(moved) > 30, moved
@@ -125,9 +77,9 @@ def test_rounding_is_onnx_runtimes(tmp_path, per_channel, reduce_range):
 
     from converters.export import write_onnx_int8
 
-    calib = _images(8, 1)
+    calib = biased_images(8, 1)
     corrected_path = tmp_path / "corrected.onnx"
-    bias_correction.correct(_conv_bn_gemm(tmp_path / "float.onnx"), corrected_path, calib, per_channel, reduce_range)
+    bias_correction.correct(biased_conv_bn_gemm(tmp_path / "float.onnx"), corrected_path, calib, per_channel, reduce_range)
     write_onnx_int8(corrected_path, tmp_path / "int8.onnx", calib, method="minmax", per_channel=per_channel,
                     reduce_range=reduce_range)
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(corrected_path)).graph.initializer}
@@ -220,22 +172,13 @@ def test_the_rounded_layer_keeps_the_float_mean_output(tmp_path, op):
 
 @pytest.mark.convert
 def test_convert_keeps_the_bias_corrected_int8_onnx_when_int8_misses(tmp_path):
-    """--bias-correction auto: the int8 ONNX misses 30 dB with per-tensor weights (the outlier weight made 3x
-    larger), so edgemm convert quantizes the corrected model too and keeps it: 25.0 -> 32.2 dB measured."""
-    import onnx
-    from onnx import numpy_helper
-
+    """--bias-correction auto: the int8 ONNX misses 30 dB with per-tensor weights (an outlier weight 6x the
+    others' largest), so edgemm convert quantizes the corrected model too and keeps it: 25.0 -> 32.2 dB measured."""
     from converters.convert import ConvertOptions, convert
 
-    path = _conv_bn_gemm(tmp_path / "biased.onnx")
-    model = onnx.load(str(path))
-    (w1,) = [t for t in model.graph.initializer if t.name == "w1"]
-    w = numpy_helper.to_array(w1).copy()
-    w[0, 0, 1, 1] *= 3
-    w1.CopyFrom(numpy_helper.from_array(w, "w1"))
-    onnx.save(model, str(path))
-    np.savez(tmp_path / "calib.npz", **_images(64, 1))
-    np.savez(tmp_path / "val.npz", **_images(64, 2))
+    path = biased_conv_bn_gemm(tmp_path / "biased.onnx", outlier=6.0)
+    np.savez(tmp_path / "calib.npz", **biased_images(64, 1))
+    np.savez(tmp_path / "val.npz", **biased_images(64, 2))
     reports = {}
     for mode in ("off", "auto"):
         options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("onnx",),

@@ -99,7 +99,8 @@ def test_auto_ranges_beat_minmax_in_int8_tflite(dense_model, tmp_path):
         backend = LiteRTBackend(tmp_path / f"{method}.tflite")
         out = np.concatenate([backend.run({"x": val[i : i + 1]})["logits"] for i in range(len(val))])
         sqnr[method] = _sqnr(reference, out)
-        assert (chosen is None) == (method == "minmax")
+        assert chosen["worst"]  # the layers ranked by their own error, whatever the method
+        assert method != "minmax" or chosen["kept"] == "minmax"
     assert sqnr["auto"] > sqnr["minmax"] + 3.0, sqnr
 
 
@@ -155,6 +156,36 @@ def test_int16x8_is_written_when_int8_misses_and_is_far_closer(converted_glitchy
     (tflite_miss,) = [m for m in report["precision_target"] if m["artifact"] == "int8_tflite"]
     assert "int16x8.tflite" in tflite_miss["fix"]
     assert any("misses the precision target" in n and "int16x8.tflite" in n for n in report["notes"])
+
+
+@pytest.mark.convert
+def test_keep_float_auto_writes_a_mixed_tflite_and_leaves_int8_tflite_full_int8(dense_model, tmp_path):
+    """--keep-float auto on a TFLite target that is not an Edge TPU: mixed.tflite keeps the layer whose own
+    quantization costs most (the glitch unit's Dense output) in float and gets far closer; int8.tflite stays
+    full int8 for the Edge TPU."""
+    import yaml
+
+    from converters.convert import ConvertOptions, convert
+    from edgemm.manifest import load_manifest
+
+    model = tmp_path / "glitchy.keras"
+    dense_model.save(model)
+    (tmp_path / "glitchy.yaml").write_text(yaml.safe_dump({
+        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {"logits": {"head": "raw"}}}))
+    np.savez(tmp_path / "calib.npz", x=quant_models.glitchy_data(200, 1))
+    np.savez(tmp_path / "val.npz", x=quant_models.glitchy_data(200, 2))
+    options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("tflite",),
+                             method="minmax", keep_float="auto", max_accuracy_drop=0.5, int16x8="off",
+                             min_sqnr_db=0.0)
+    report = convert(model, tmp_path / "out", options, log=lambda line: None)
+    int8, mixed = report["artifacts"]["int8_tflite"], report["artifacts"]["mixed_tflite"]
+    assert int8["sqnr_db"] < 30.0, int8  # the premise
+    assert mixed["sqnr_db"] > int8["sqnr_db"] + 10.0, (int8["sqnr_db"], mixed["sqnr_db"])
+    assert mixed["quantization"]["tensors_in_float"][0] == int8["quantization"]["ranges"]["worst"][0]["tensor"]
+    assert mixed["precision"] == "mixed" and "mixed_tflite" in load_manifest(tmp_path / "out").artifacts
+    assert int8["edgetpu"]["fully_mappable"], int8["edgetpu"]  # no float op crept into int8.tflite
+    (miss,) = [m for m in report["precision_target"] if m["artifact"] == "int8_tflite"]
+    assert "mixed.tflite" in miss["fix"] and int8["quantization"]["ranges"]["worst"][0]["tensor"] in miss["layer"]
 
 
 @pytest.mark.convert
