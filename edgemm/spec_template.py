@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from edgemm import logs
 from edgemm.binding import Tensor
 from edgemm.errors import InputError
 from edgemm.transforms.audio import AudioTransform
@@ -30,7 +31,8 @@ def model_tensors(path: Path) -> tuple[list[Tensor], list[Tensor]]:
             from converters.saved_model import signature_io
         except ImportError as e:
             raise InputError(f"{path}: reading a SavedModel needs the converter extra ({e})") from None
-        return signature_io(path)
+        with logs.native_stderr_quieted():  # TensorFlow's C++ start-up lines (unless -v)
+            return signature_io(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file or SavedModel directory")
     suffix = path.suffix.lower()
@@ -44,7 +46,8 @@ def model_tensors(path: Path) -> tuple[list[Tensor], list[Tensor]]:
             from converters.sources import keras_tensors
         except ImportError as e:
             raise InputError(f"{path}: reading a Keras model needs the converter extra ({e})") from None
-        return keras_tensors(path)
+        with logs.native_stderr_quieted():
+            return keras_tensors(path)
     raise InputError(f"{path}: give a .onnx, .tflite, .keras, .h5 model or a SavedModel directory")
 
 

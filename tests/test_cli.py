@@ -1,3 +1,4 @@
+import os
 import re
 
 import pytest
@@ -42,6 +43,25 @@ def test_convert_prints_only_edgemm_lines(teacher_convert_run):
     assert stderr == ""
     assert [line for line in stdout.splitlines() if _LIBRARY_LINE.search(line)] == []
     assert stdout.startswith("loading ") and "int8_tflite" in stdout
+
+
+@pytest.mark.convert
+def test_spec_of_a_keras_model_prints_only_the_template(tmp_path):
+    """`edgemm spec` reads Keras models and SavedModels with TensorFlow in its own process: TensorFlow's C++
+    start-up lines (oneDNN, CPU features, absl) are not printed unless -v."""
+    import subprocess
+    import sys
+
+    import keras
+
+    inp = keras.Input((8, 8, 1), name="pixels")
+    keras.Model(inp, keras.layers.Dense(2, name="cls")(keras.layers.Flatten()(inp))).save(tmp_path / "m.keras")
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEMM_VERBOSE", "EDGEMM_DEBUG")}
+    proc = subprocess.run([sys.executable, "-m", "edgemm", "spec", str(tmp_path / "m.keras")], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and "pixels" in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if _LIBRARY_LINE.search(line)] == []
 
 
 def test_verbose_sends_library_output_to_the_terminal(tmp_path, monkeypatch):
