@@ -123,7 +123,11 @@ def _main(job_path: str, fd: int) -> int:
                    work=Path(job["work"]), progress=lambda step, done, total: send(progress=[step, done, total]))
         send(report=run.steps())
     except EdgemmError as e:
-        send(error=type(e).__name__, message=str(e))
+        message = str(e)
+        named = message.split(": ", 1)[0]
+        if not (os.path.isabs(named) or Path(named).exists()):  # say which model ("TFLite conversion failed: ...")
+            message = f"{job['model']}: {message}"
+        send(error=type(e).__name__, message=message)
     except Exception as e:  # a converter's own exception on this model: one line; the trace with EDGEMM_DEBUG=1
         if os.environ.get("EDGEMM_DEBUG"):
             traceback.print_exc()

@@ -303,6 +303,20 @@ def write_onnx_int8(
     nodes_to_exclude: nodes of the float model to keep in float (followed through node fusions).
     stock: ONNX Runtime's defaults (per-tensor weights, MinMax, no preparation), for comparisons.
     """
+    try:
+        return _write_onnx_int8(float_path, path, calib, method, per_channel, reduce_range, nodes_to_exclude, stock,
+                                progress)
+    except InputError:
+        raise
+    except Exception as e:  # ONNX Runtime's Fail, ValueError, onnx's checker errors... on this model
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise InputError(f"int8 ONNX quantization failed ({'stock ' if stock else ''}ONNX Runtime quantizer, "
+                         f"{type(e).__name__}): {first}") from None
+
+
+def _write_onnx_int8(float_path: Path, path: Path, calib: dict[str, np.ndarray], method: str, per_channel: bool,
+                     reduce_range: bool, nodes_to_exclude: tuple[str, ...], stock: bool,
+                     progress: Update | None) -> OnnxInt8:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from converters import onnx_prep

@@ -232,3 +232,17 @@ def test_equalisation_keeps_the_function_and_cuts_per_tensor_weight_error(tmp_pa
                             weight_type=QuantType.QInt8)
             sqnr[name] = _sqnr(reference, outputs(tmp_path / f"{name}_int8.onnx"))
         assert sqnr["equalized"] > sqnr["chain"] + 6.0, (per_channel, sqnr)
+
+
+@pytest.mark.parametrize("stock", [False, True])
+def test_onnx_runtime_quantizer_failure_is_one_input_error(tmp_path, stock):
+    """An exception inside ONNX Runtime's quantizer (here: calibration feeds that do not fit the model) is an
+    InputError naming the quantizer, which the CLI prints as one line; never a traceback."""
+    from converters import export
+    from edgemm.errors import InputError
+
+    source = quant_models.imbalanced_conv_chain(tmp_path / "chain.onnx")
+    wrong = {"x": np.zeros((4, 3, 9, 9), np.float32)}  # the model wants 1x3x16x16
+    with pytest.raises(InputError, match=r"^int8 ONNX quantization failed \((stock )?ONNX Runtime quantizer, "):
+        export.write_onnx_int8(source, tmp_path / "int8.onnx", wrong, method="minmax", stock=stock)
+    assert not (tmp_path / "int8.onnx").exists()
