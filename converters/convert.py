@@ -409,8 +409,8 @@ class _Run:
             self.log(f"  int8 TFLite with per-tensor weights lost {drop:.2f} points (agreement {entry['agreement']}, "
                      f"SQNR {entry['sqnr_db']} dB); trying per-channel weights")
             # per-channel is not always better (it was worse on a real OCR classifier): keep the closer
-            new, kept = self.keep_closer("int8_tflite", int8_path, lambda: self.quantize_tflite(int8_path, True, graph, lay),
-                                         ties_to_new=True)
+            new, kept = self.keep_closer("int8_tflite", int8_path,
+                                         lambda: self.quantize_tflite(int8_path, True, graph, lay), ties_to_new=True)
             lost = self.shortfall(new)
             self.notes.append(f"int8 TFLite: per-tensor weights lost {drop:.2f} points; per-channel weights "
                               f"lose {lost:.2f}: kept per-channel" if kept else
@@ -455,8 +455,9 @@ class _Run:
             if self.drop(entry) <= budget or count >= min(max_tensors, len(worst)):
                 break
             count *= 2
+        int8_drop = self.drop(self.artifacts["int8_tflite"])
         self.notes.append(f"mixed.tflite: {len(nodes)} ops in float for CPU/GPU TFLite targets, {closeness(entry)}, "
-                          f"{self.drop(entry):.2f} points lost (int8.tflite: {self.drop(self.artifacts['int8_tflite']):.2f})")
+                          f"{self.drop(entry):.2f} points lost (int8.tflite: {int8_drop:.2f})")
         self.log("  " + self.notes[-1])
 
     def drop(self, entry: dict) -> float:
@@ -466,7 +467,8 @@ class _Run:
             return 100 * (self.source_acc - entry["accuracy"])
         return self.shortfall(entry)
 
-    def keep_closer(self, key: str, path: Path, make: Callable[[], None], ties_to_new: bool = False) -> tuple[dict, bool]:
+    def keep_closer(self, key: str, path: Path, make: Callable[[], None],
+                    ties_to_new: bool = False) -> tuple[dict, bool]:
         """Makes another version of artifact `key` at `path` (`make` writes, records and validates it) and keeps
         whichever is closer to the float model (see distance). Returns the new version's entry and whether it
         was kept."""
@@ -578,9 +580,9 @@ class _Run:
         chosen = self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel,
                             self.counter("calibrating int8 TFLite"), method)
         self.record("int8_tflite", int8_path, "tflite", "int8", quantize_seconds=round(time.perf_counter() - start, 2),
-                    quantization={
-            "scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
-            "activations": "int8 per-tensor asymmetric", "method": method, "ranges": chosen}, **lay.entry())
+                    quantization={"scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
+                                  "activations": "int8 per-tensor asymmetric", "method": method, "ranges": chosen},
+                    **lay.entry())
         self.validate("int8_tflite", "litert", int8_path, lay=lay)
 
     def edgetpu(self, int8_path: Path) -> None:
@@ -762,9 +764,9 @@ class _Run:
         if "int8_tflite" in self.artifacts:
             graph, lay = self.tflite_made_from
             self.log("stock TFLite full-int8 PTQ (converter defaults) for comparison")
+            calib = layout.to_artifact(self.calib.inputs, lay.inputs)
             self.stock_row("stock_int8_tflite", self.out / "stock_int8.tflite", "stock TFLiteConverter full-int8 PTQ",
-                           lambda path: export.write_tflite(graph, path, layout.to_artifact(self.calib.inputs, lay.inputs)),
-                           "litert", lay)
+                           lambda path: export.write_tflite(graph, path, calib), "litert", lay)
         if "int8_onnx" in self.artifacts:
             self.log("stock ONNX Runtime quantize_static (defaults) for comparison")
             self.stock_row("stock_int8_onnx", self.out / "stock_int8.onnx", "stock onnxruntime quantize_static",
