@@ -46,7 +46,8 @@ COMMAND = ".venv/bin/python benchmarks/quantization_zoo.py"
 SHORT_SAMPLES = 40
 ARTIFACTS = (("int8_tflite", "edgemm int8 TFLite"), ("stock_int8_tflite", "stock TFLite PTQ"),
              ("int8_onnx", "edgemm int8 ONNX"), ("stock_int8_onnx", "stock ORT quantize_static"),
-             ("int16x8_tflite", "edgemm int16x8 TFLite"))  # the last only when edgemm made one
+             ("int16x8_tflite", "edgemm int16x8 TFLite"),  # the last two only when edgemm made them
+             ("mixed_tflite", "edgemm mixed TFLite (layers in float)"))
 MIN_AGREEMENT, MAX_DROP, MIN_SQNR = 0.99, 0.5, 30.0
 
 
@@ -71,11 +72,12 @@ def write_media(entry, files: dict[str, Path], args, n: int, work: Path) -> tupl
 
 
 def convert(entry, files: dict[str, Path], calib: Path, val: Path, out: Path, stock: bool,
-            formats: str = "tflite,onnx") -> tuple[dict | None, str, float, str]:
+            formats: str = "tflite,onnx", extra: tuple[str, ...] = ()) -> tuple[dict | None, str, float, str]:
     """(report or None, error line or '', wall seconds, the command) of one `edgemm convert`."""
     args = [sys.executable, "-m", "edgemm", "convert", str(files["model"]), "--spec", str(files["spec"]),
             "--calib", str(calib), "--val", str(val), "--out", str(out), "--format", formats,
-            "--min-agreement", "0", "--min-sqnr", "-100", *entry.flags, *(["--compare-stock"] if stock else [])]
+            "--min-agreement", "0", "--min-sqnr", "-100", *entry.flags, *(["--compare-stock"] if stock else []),
+            *extra]
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=ROOT, check=False, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -113,11 +115,12 @@ def measure(entry, args, stock: bool) -> dict:
         if args.keep and out.exists():
             shutil.rmtree(out)
         log(f"{entry.name}: edgemm convert {files['model'].name}")
-        report, error, seconds, row["command"] = convert(entry, files, calib, val, out, stock)
+        extra = tuple(shlex.split(args.convert_flags))
+        report, error, seconds, row["command"] = convert(entry, files, calib, val, out, stock, extra=extra)
         if report is None and ("onnx2tf" in error or "TFLite" in error):  # measure the ONNX side alone
             log(f"{entry.name}: {error}\n{entry.name}: again with --format onnx")
             row["tflite_error"] = error
-            report, error, more, row["command_onnx"] = convert(entry, files, calib, val, out, stock, "onnx")
+            report, error, more, row["command_onnx"] = convert(entry, files, calib, val, out, stock, "onnx", extra)
             seconds += more
     row.update({"samples": (n, n), "media_seconds": round(media_s, 1), "convert_seconds": round(seconds, 1),
                 "total_seconds": round(time.perf_counter() - t0, 1)})
@@ -251,6 +254,8 @@ def main() -> int:
                         help="holds fsdd/recordings (speech); without it espeak-ng speech only")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep each convert's output in DIR/NAME and its media in DIR/NAME-data")
+    parser.add_argument("--convert-flags", default="",
+                        help="more edgemm convert options for every model, e.g. '--keep-float auto --max-accuracy-drop 0.5'")
     parser.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(zoo_models.MODELS)
@@ -264,7 +269,7 @@ def main() -> int:
     if not stock:
         log("this edgemm convert has no --compare-stock: edgemm's own artifacts only")
     rows = [measure(zoo_models.MODELS[n], args, stock) for n in names]
-    command = COMMAND + "".join(f" {a}" for a in sys.argv[1:] if a != "--no-write")
+    command = COMMAND + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:] if a != "--no-write")
     body = section(rows, stock, command)
     print(body)
     print(json.dumps(rows, indent=1))
