@@ -67,6 +67,23 @@ def test_markdown_and_html_reports(bench_report, tmp_path):
     assert png.stat().st_size > 20_000
 
 
+def test_reports_carry_the_layers_int8_hurts_most_from_the_convert_report(bench_report, converted_teacher):
+    """Per model, the ten worst int8 ONNX layers and int8 TFLite tensors of its convert report.json, worst first,
+    in report.json and as a table in report.html."""
+    report_dir, report = bench_report
+    out, _ = converted_teacher
+    convert = json.loads((out / "report.json").read_text())["artifacts"]
+    ((model, rows),) = report["layers"].items()
+    onnx = [r for r in rows if r["artifact"] == "int8_onnx"]
+    tflite = [r for r in rows if r["artifact"] == "int8_tflite"]
+    assert [r["node"] for r in onnx] == [r["node"] for r in convert["int8_onnx"]["layers"][:10]]
+    assert [r["node"] for r in tflite] == [w["tensor"] for w in convert["int8_tflite"]["quantization"]["ranges"]["worst"]]
+    assert tflite and [r["local_sqnr_db"] for r in tflite] == sorted(r["local_sqnr_db"] for r in tflite)
+    page = (report_dir / "report.html").read_text()
+    assert "int8 layers that add the most error" in page
+    assert html.escape(onnx[0]["node"]) in page and html.escape(tflite[0]["node"]) in page
+
+
 def screenshot(page: Path, png: Path, size: str = "1200,1400") -> Path:
     """`page` rendered by headless Chromium into `png` (skips where Chromium is missing)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

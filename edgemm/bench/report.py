@@ -191,17 +191,26 @@ def layers_html(layers: dict[str, list[dict]]) -> str:
     for model, rows in layers.items():
         if not rows:
             continue
-        cells = "".join(f"<tr><td>{i + 1}</td><td style='text-align:left'>{html.escape(str(r['op_type']))}</td>"
-                        f"<td style='text-align:left'>{html.escape(str(r['node']))}</td><td>{r['local_sqnr_db']}</td>"
-                        f"<td>{r['sqnr_db']}</td></tr>" for i, r in enumerate(rows))
-        parts.append(f"<h3>{html.escape(model)}</h3><table><tr><th>rank</th><th>op</th><th>node</th>"
-                     f"<th>own error: SQNR dB</th><th>accumulated: SQNR dB</th></tr>{cells}</table>")
+        ranks: dict[str, int] = {}
+        cells = ""
+        for r in rows:
+            artifact = str(r.get("artifact", "int8_onnx"))
+            ranks[artifact] = ranks.get(artifact, 0) + 1
+            cells += (f"<tr><td>{html.escape(artifact)}</td><td>{ranks[artifact]}</td>"
+                      f"<td style='text-align:left'>{html.escape(str(r['op_type']))}</td>"
+                      f"<td style='text-align:left'>{html.escape(str(r['node']))}</td>"
+                      f"<td>{html.escape(str(r['local_sqnr_db']))}</td><td>{html.escape(str(r['sqnr_db']))}</td></tr>")
+        parts.append(f"<h3>{html.escape(model)}</h3><table><tr><th>artifact</th><th>rank</th><th>op</th>"
+                     f"<th>node / tensor</th><th>own error: SQNR dB</th><th>accumulated: SQNR dB</th></tr>{cells}"
+                     "</table>")
     if not parts:
         return ""
-    return ("<h2>int8 layers that add the most error</h2><p>From <code>edgemm convert</code>'s per-layer report "
-            "(int8 ONNX against the float model on calibration samples): a layer's own error is its tensor before "
-            "against after its quantize/dequantize pair; the accumulated one is the float model's tensor against "
-            "the int8 model's. Candidates for <code>--keep-float</code>.</p>" + "".join(parts))
+    return ("<h2>int8 layers that add the most error</h2><p>From <code>edgemm convert</code>'s per-layer report, "
+            "on calibration samples. int8 ONNX: a layer's own error is its tensor before against after its "
+            "quantize/dequantize pair; the accumulated one is the float model's tensor against the int8 model's. "
+            "int8 TFLite: each activation tensor against its own quantization error (from the calibration "
+            "histograms). Candidates for <code>--keep-float</code> (ONNX) and <code>mixed.tflite</code>.</p>"
+            + "".join(parts))
 
 
 def write_reports(report: dict, out: Path) -> dict[str, Path]:

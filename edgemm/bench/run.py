@@ -233,13 +233,25 @@ def run_bench(model_dirs: list[Path], backends: tuple[str, ...] = ("litert", "or
 
 
 def _convert_layers(model_dir: Path, top: int = 10) -> list[dict]:
-    """The per-layer quantization error `edgemm convert` measured for the int8 ONNX artifact (worst first),
-    read from the convert report beside the manifest; [] when there is none or it is unreadable."""
+    """The per-layer quantization error `edgemm convert` measured (worst first), read from the convert report
+    beside the manifest: the int8 ONNX layers (own and accumulated SQNR) and the int8 TFLite tensors (own
+    SQNR), `top` of each; [] when there is none or the report is unreadable."""
     try:
-        report = json.loads((Path(model_dir) / "report.json").read_text())
-        return list(report["artifacts"]["int8_onnx"]["layers"])[:top]
+        artifacts = json.loads((Path(model_dir) / "report.json").read_text())["artifacts"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    rows = []
+    try:
+        rows += [{"artifact": "int8_onnx", **r} for r in list(artifacts["int8_onnx"]["layers"])[:top]]
+    except (KeyError, TypeError):
+        pass
+    try:
+        worst = artifacts["int8_tflite"]["quantization"]["ranges"]["worst"][:top]
+        rows += [{"artifact": "int8_tflite", "op_type": "-", "node": w["tensor"], "local_sqnr_db": w["own_sqnr_db"],
+                  "sqnr_db": "-"} for w in worst]
+    except (KeyError, TypeError):
+        pass
+    return rows
 
 
 def compare(old: dict, new: dict, tolerance: float = 0.10, accuracy_points: float = 0.5) -> list[dict]:
