@@ -129,14 +129,14 @@ def _size(text: str | None) -> int | None:
               help="Device profile (firmware_configs/NAME.yaml): the artifacts the board needs, its budgets as gates.")
 @click.option("--int16x8", "int16x8", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Also write int16x8.tflite (16-bit activations, for CPU/GPU TFLite targets); auto: when int8 TFLite "
-              "misses 99 %% agreement / 30 dB / the accuracy budget and --target is not an Edge TPU.")
+              "misses 99 % agreement / 30 dB / the accuracy budget and --target is not an Edge TPU.")
 @click.option("--equalize/--no-equalize", default=True, show_default=True,
               help="ONNX sources: cross-layer equalisation of Conv -> ReLU -> Conv pairs before quantizing (the same "
               "function, channel ranges evened out).")
 @click.option("--bias-correction", "bias_correction", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True,
               help="int8 ONNX from a float model whose biases cancel the mean shift int8 weight rounding causes; auto: "
-              "when int8 ONNX misses 99 %% agreement / 30 dB / the accuracy budget, kept only if closer.")
+              "when int8 ONNX misses 99 % agreement / 30 dB / the accuracy budget, kept only if closer.")
 @click.option("--compare-stock", is_flag=True,
               help="Also quantize with stock TFLite PTQ and stock ONNX Runtime quantize_static on the same samples and "
               "validate them the same way (report rows stock_*, files stock_int8.*; not in the manifest).")
