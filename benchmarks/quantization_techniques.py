@@ -9,6 +9,8 @@ int8 output SQNR (dB) against the float model on held-out samples, with the tech
                      before and after converters/equalize.py, quantized by ONNX Runtime with per-tensor and
                      per-channel weights
   int16x8            the Dense model's int8 TFLite against its int16x8 TFLite (export.write_tflite_int16x8)
+  layers in float    the Dense model's int8 TFLite against the same with its worst tensor (quantization.ranges.worst)
+                     and the ops around it left in float, as mixed.tflite is made
   bias correction    an ONNX Conv -> depthwise Conv -> BN -> Conv -> Gemm model with one outlier weight, before
                      and after converters/bias_correction.py, quantized by ONNX Runtime (min/max ranges) with
                      per-tensor and per-channel weights; worst of its two outputs
@@ -51,10 +53,14 @@ def dense_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
     calib, val = quant_models.glitchy_data(300, 1), quant_models.glitchy_data(300, 2)
     reference = model.predict(val, verbose=0)
     graph = saved_model.Graph(export.export_saved_model(model, tmp / "sm"), [Tensor("x", (1, 32), "float32")])
-    tflite = {}
+    tflite, chosen = {}, {}
     for method in ("minmax", "auto"):
-        export.write_tflite(graph, tmp / f"{method}.tflite", {"x": calib}, True, True, method=method)
+        chosen[method] = export.write_tflite(graph, tmp / f"{method}.tflite", {"x": calib}, True, True, method=method)
         tflite[method] = sqnr_db(reference, _litert(tmp / f"{method}.tflite", val))
+    worst = chosen["minmax"]["worst"][0]  # the tensor whose own quantization costs most, with its ops
+    export.write_tflite(graph, tmp / "mixed.tflite", {"x": calib}, True, True, method="minmax",
+                        float_nodes=tuple(worst["nodes"]))
+    mixed = sqnr_db(reference, _litert(tmp / "mixed.tflite", val))
     float_onnx = export.write_onnx_from_keras(model, tmp / "float.onnx")
     onnx = {m: sqnr_db(reference, _ort(export.write_onnx_int8(float_onnx, tmp / f"{m}.onnx", {"x": calib},
                                                               method=m).path, val)) for m in ("minmax", "auto")}
@@ -62,7 +68,9 @@ def dense_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
     int16 = sqnr_db(reference, _litert(tmp / "int16x8.tflite", val))
     return [("activation ranges (min/max -> auto)", "int8 TFLite", tflite["minmax"], tflite["auto"]),
             ("activation ranges (min/max -> auto)", "int8 ONNX", onnx["minmax"], onnx["auto"]),
-            ("int16x8 activations (int8 -> int16x8)", "TFLite", tflite["auto"], int16)]
+            ("int16x8 activations (int8 -> int16x8)", "TFLite", tflite["auto"], int16),
+            (f"worst tensor kept in float ({len(worst['nodes'])} ops, min/max ranges)", "mixed TFLite",
+             tflite["minmax"], mixed)]
 
 
 def equalisation_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
