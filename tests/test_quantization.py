@@ -246,3 +246,21 @@ def test_onnx_runtime_quantizer_failure_is_one_input_error(tmp_path, stock):
     with pytest.raises(InputError, match=r"^int8 ONNX quantization failed \((stock )?ONNX Runtime quantizer, "):
         export.write_onnx_int8(source, tmp_path / "int8.onnx", wrong, method="minmax", stock=stock)
     assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_a_stock_tool_that_fails_is_a_note_not_a_failed_conversion(tmp_path):
+    """--compare-stock where the stock quantizer raises on the model (as ORT's quantize_static does on
+    basic-pitch's Concat): the row becomes a note, its partial file is removed, the conversion goes on."""
+    from converters.convert import ConvertOptions, _Run
+    from edgemm.errors import InputError
+
+    run = _Run(tmp_path / "model.onnx", tmp_path, ConvertOptions(), log=lambda line: None, work=tmp_path)
+
+    def fails(path):  # what export.write_onnx_int8(stock=True) raises when ORT's quantizer fails
+        path.write_bytes(b"partial")
+        raise InputError("int8 ONNX quantization failed (stock ONNX Runtime quantizer, Fail): Concat ranks differ")
+
+    run.stock_row("stock_int8_onnx", tmp_path / "stock_int8.onnx", "stock onnxruntime quantize_static", fails, "ort-cpu")
+    assert run.artifacts == {} and not (tmp_path / "stock_int8.onnx").exists()
+    assert run.notes == ["stock_int8_onnx not made: int8 ONNX quantization failed (stock ONNX Runtime quantizer, "
+                         "Fail): Concat ranks differ"]
