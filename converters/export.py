@@ -314,6 +314,18 @@ def write_onnx_int8(
                          f"{type(e).__name__}): {first}") from None
 
 
+def _compact_names(path: Path) -> None:
+    """The quantizer's long generated names made short (converters/onnx_names.py); not above protobuf's 2 GB."""
+    import onnx
+
+    from converters import onnx_names
+
+    if path.stat().st_size < 2**31 - 2**26:
+        model = onnx.load(os.fspath(path))
+        if onnx_names.compact(model):
+            onnx.save(model, os.fspath(path))
+
+
 def _write_onnx_int8(float_path: Path, path: Path, calib: dict[str, np.ndarray], method: str, per_channel: bool,
                      reduce_range: bool, nodes_to_exclude: tuple[str, ...], stock: bool,
                      progress: Update | None) -> OnnxInt8:
@@ -360,4 +372,5 @@ def _write_onnx_int8(float_path: Path, path: Path, calib: dict[str, np.ndarray],
             shutil.copyfile(variants[chosen["kept"]], tmp)
         else:
             quantize(prepared, tmp, excluded, {})
+        _compact_names(tmp)
     return OnnxInt8(path, prepared.per_channel, prepared.notes + tuple(notes), chosen)

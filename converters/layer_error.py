@@ -59,24 +59,22 @@ def saved_outputs(session) -> dict[str, str]:
     return {o.name[: -len(postfix)]: o.name for o in session.get_outputs() if o.name.endswith(postfix)}
 
 
-def _qdq_pairs(qdq_tensors: list[str]) -> dict[str, tuple[str, str]]:
-    """Activation -> (its tensor before Q/DQ, after Q/DQ) in the int8 model, as
-    qdq_loss_debug.create_activation_matching pairs them (a later match replaces an earlier one)."""
-    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX, QUANT_INPUT_SUFFIX
+def _qdq_pairs(int8_onnx: Path, float_tensors: set[str]) -> dict[str, tuple[str, str]]:
+    """Activation -> (its tensor before Q/DQ, after Q/DQ) in the int8 model: each QuantizeLinear ->
+    DequantizeLinear pair, named by whichever end carries the float model's tensor name (edgemm's int8 ONNX:
+    the dequantized end, converters/onnx_names.py; ONNX Runtime's own names: the quantized end, or the
+    dequantized end for a graph output); a later pair replaces an earlier one, as in qdq_loss_debug."""
+    import onnx
 
-    present = set(qdq_tensors)
+    graph = onnx.load(os.fspath(int8_onnx), load_external_data=False).graph
+    quantized_from = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     pairs: dict[str, tuple[str, str]] = {}
-    for name in qdq_tensors:
-        if name.endswith(QUANT_INPUT_SUFFIX):  # a graph output: X_QuantizeLinear_Input -> Q -> DQ -> X
-            activation = name[: -len(QUANT_INPUT_SUFFIX)]
-            pre, post = name, activation
-        else:
-            suffix = next((s for s in (DEQUANT_OUTPUT_SUFFIX, DEQUANT_OUTPUT_SUFFIX + "_1") if name.endswith(s)), None)
-            if suffix is None:
-                continue
-            activation = name[: -len(suffix)]
-            pre, post = activation, name
-        if pre in present and post in present:
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in quantized_from:
+            continue
+        pre, post = quantized_from[node.input[0]], node.output[0]
+        activation = post if post in float_tensors else pre
+        if activation in float_tensors:
             pairs[activation] = (pre, post)
     return pairs
 
@@ -112,7 +110,8 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
         qdq_session = augmented_session(Path(int8_onnx), Path(tmp))
     float_saved, qdq_saved = saved_outputs(float_session), saved_outputs(qdq_session)
     ranks = model_ranks(float_session.get_inputs())
-    pairs = {a: p for a, p in _qdq_pairs(list(qdq_saved)).items() if a in float_saved}
+    pairs = {a: p for a, p in _qdq_pairs(Path(int8_onnx), set(float_saved)).items()
+             if p[0] in qdq_saved and p[1] in qdq_saved}
     qdq_names = sorted({qdq_saved[t] for pair in pairs.values() for t in pair})
     float_names = [float_saved[a] for a in pairs]
     model_err = {a: _Power() for a in pairs}

@@ -83,9 +83,11 @@ def test_rounding_is_onnx_runtimes(tmp_path, per_channel, reduce_range):
     write_onnx_int8(corrected_path, tmp_path / "int8.onnx", calib, method="minmax", per_channel=per_channel,
                     reduce_range=reduce_range)
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(corrected_path)).graph.initializer}
-    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "int8.onnx")).graph.initializer}
+    int8 = onnx.load(str(tmp_path / "int8.onnx")).graph
+    stored = {t.name: numpy_helper.to_array(t) for t in int8.initializer}
+    dequantize = {n.output[0]: n.input for n in int8.node if n.op_type == "DequantizeLinear"}  # float name -> int8
     for name, axis in (("w1", 0), ("w2", 0), ("w3", 0), ("w4", 0)):
-        q, scale = stored[f"{name}_quantized"].astype(np.float32), stored[f"{name}_scale"]
+        q, scale = stored[dequantize[name][0]].astype(np.float32), stored[dequantize[name][1]]
         shape = [-1 if i == axis else 1 for i in range(q.ndim)] if per_channel else []
         expected = bias_correction.rounded(weights[name], axis if per_channel else None, reduce_range)
         np.testing.assert_array_equal(q * scale.reshape(shape), expected, err_msg=name)
