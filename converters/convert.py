@@ -146,6 +146,7 @@ class _Run:
         self.artifacts: dict[str, dict] = {}
         self.notes: list[str] = []
         self.model_path = Path(model)
+        self.int16x8_error: str | None = None  # why int16x8.tflite could not be made
         self.work = Path(work)  # intermediate files (removed by the caller)
 
     def counter(self, step: str) -> Update | None:
@@ -536,6 +537,9 @@ class _Run:
                 fix = "on CPU/GPU targets run " + " or ".join(
                     f"{self.artifacts[k]['file']} ({closeness(self.artifacts[k])})"
                     for k in ("mixed_tflite", "int16x8_tflite") if k in self.artifacts)
+            elif self.int16x8_error:
+                fix = (f"--keep-float auto --max-accuracy-drop {budget} (mixed.tflite: the worst tensors in float), "
+                       f"for CPU/GPU TFLite targets; not int16x8: {self.int16x8_error}")
             else:
                 fix = "--int16x8 on, for CPU/GPU TFLite targets"
             explained.append({"artifact": key, "measured": measured, "layer": layer, "fix": fix})
@@ -561,6 +565,7 @@ class _Run:
             self.stage("quantize_tflite", export.write_tflite_int16x8, graph, path, calib,
                        self.counter("calibrating int16x8 TFLite"))
         except InputError as e:
+            self.int16x8_error = str(e)
             self.notes.append(f"{e} (int16x8 skipped)")
             self.log("  " + self.notes[-1])
             return

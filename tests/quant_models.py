@@ -35,6 +35,14 @@ def glitchy_dense_model():
     return model
 
 
+def glitchy_model_with_square():
+    """glitchy_dense_model's logits through sqrt(logits^2 + 1): TFLite has no 16x8 kernel for SQUARE."""
+    import keras
+
+    model = glitchy_dense_model()
+    return keras.Model(model.input, keras.ops.sqrt(keras.ops.square(model.output) + 1.0))
+
+
 def imbalanced_conv_chain(path: Path) -> Path:
     """Conv(3->16) -> ReLU -> depthwise Conv(16) -> ReLU -> Conv(16->8), output channels of the first two
     scaled by factors from 0.02 to 50 (what batch-norm folding leaves in real mobile networks)."""
