@@ -136,6 +136,32 @@ def closeness(entry: dict) -> str:
     return f"agreement {entry['agreement']}" if entry.get("agreement") is not None else f"SQNR {entry['sqnr_db']} dB"
 
 
+class _Closest:
+    """The version of an artifact closest to the float model among those a loop makes (one more layer in float
+    can move other ranges and end further away): file and report entry, kept aside in `work`."""
+
+    def __init__(self, run: "_Run", key: str, path: Path):
+        self.run, self.key, self.path = run, key, path
+        self.aside = run.work / f"closest_{path.name}"
+        self.entry: dict | None = None
+
+    def offer(self) -> None:
+        """The artifact as it is now, if it is closer than the best so far."""
+        entry = self.run.artifacts[self.key]
+        if self.entry is None or self.run.distance(entry) < self.run.distance(self.entry):
+            self.entry = copy.deepcopy(entry)
+            shutil.copyfile(self.path, self.aside)
+
+    def restore(self) -> bool:
+        """Puts the closest version back in place; whether it was not the last one made."""
+        if self.entry["sha256"] == self.run.artifacts[self.key]["sha256"]:
+            return False
+        with atomic_path(self.path) as tmp:
+            shutil.copyfile(self.aside, tmp)
+        self.run.artifacts[self.key] = self.entry
+        return True
+
+
 class _Run:
     """One conversion: holds the source, data, output directory and what was measured."""
 
@@ -441,6 +467,7 @@ class _Run:
             return
         path, budget = self.out / "mixed.tflite", self.options.max_accuracy_drop
         calib = layout.to_artifact(self.calib.inputs, lay.inputs)
+        closest = _Closest(self, "mixed_tflite", path)
         count = 1
         while True:
             tensors = [w["tensor"] for w in worst[:count]]
@@ -455,9 +482,20 @@ class _Run:
                                       "method": self.options.method, "tensors_in_float": tensors,
                                       "nodes_in_float": list(nodes)}, **lay.entry())
             entry = self.validate("mixed_tflite", "litert", path, lay=lay)
+            closest.offer()
             if self.drop(entry) <= budget or count >= min(max_tensors, len(worst)):
                 break
             count *= 2
+        if closest.restore():
+            entry = self.artifacts["mixed_tflite"]
+            nodes = entry["quantization"]["nodes_in_float"]
+        if self.distance(entry) >= self.distance(self.artifacts["int8_tflite"]):
+            del self.artifacts["mixed_tflite"]
+            path.unlink()
+            self.notes.append(f"mixed.tflite not kept: with up to {count} tensors in float it was no closer to the "
+                              f"float model than int8.tflite ({closeness(entry)})")
+            self.log("  " + self.notes[-1])
+            return
         int8_drop = self.drop(self.artifacts["int8_tflite"])
         self.notes.append(f"mixed.tflite: {len(nodes)} ops in float for CPU/GPU TFLite targets, {closeness(entry)}, "
                           f"{self.drop(entry):.2f} points lost (int8.tflite: {int8_drop:.2f})")
@@ -745,14 +783,13 @@ class _Run:
         self.artifacts["int8_onnx"]["fake_quant_sqnr_db"] = fake_metrics["sqnr_db"]
 
     def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, max_nodes: int = 8) -> None:
-        """Keeps the worst layers (lowest SQNR) in float, one at a time, until the drop is within budget. The
-        version closest to the float model is kept: one more float layer can move the others' ranges and end
-        further away (fer_emotion: 97.67 % with none, 96.67 % with 8)."""
+        """Keeps the worst layers (lowest SQNR) in float, one at a time, until the drop is within budget; the
+        version closest to the float model is kept (fer_emotion: 97.67 % with none, 96.67 % with 8)."""
         budget = self.options.max_accuracy_drop
         entry = self.artifacts["int8_onnx"]
         layers, corrected = entry["layers"], entry["quantization"].get("bias_correction")
-        best, best_path = copy.deepcopy(entry), self.work / "int8_closest.onnx"
-        shutil.copyfile(int8_path, best_path)
+        closest = _Closest(self, "int8_onnx", int8_path)
+        closest.offer()
         excluded: list[str] = []
         candidates = [r["node"] for r in layers]
         while self.drop(entry) > budget and candidates and len(excluded) < max_nodes:
@@ -763,15 +800,11 @@ class _Run:
             entry["layers"] = layers
             if corrected:
                 entry["quantization"]["bias_correction"] = corrected
-            if self.distance(entry) < self.distance(best):
-                best = copy.deepcopy(entry)
-                shutil.copyfile(int8_path, best_path)
-        if best["sha256"] != entry["sha256"]:
-            with atomic_path(int8_path) as tmp:
-                shutil.copyfile(best_path, tmp)
-            self.artifacts["int8_onnx"] = best
+            closest.offer()
+        if closest.restore():
+            kept = len(closest.entry["quantization"]["nodes_in_float"])
             self.notes.append(f"keeping up to {len(excluded)} layers in float got no closer than "
-                              f"{closeness(best)} with {len(best['quantization']['nodes_in_float'])}: kept that")
+                              f"{closeness(closest.entry)} with {kept}: kept that")
             self.log("  " + self.notes[-1])
         self.float_layers_tried = len(excluded)
         entry = self.artifacts["int8_onnx"]
