@@ -25,13 +25,15 @@ import re
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # The names quantize_static gives what it adds (onnxruntime.quantization: quant_utils, base_quantizer).
-_GENERATED = re.compile(r"(_quantized|_scale|_zero_point|_QuantizeLinear_(Input|Output)|_DequantizeLinear_Output(_\d+)?)$")
+_GENERATED = re.compile(
+    r"(_quantized|_scale|_zero_point|_QuantizeLinear_(Input|Output)|_DequantizeLinear_Output(_\d+)?)$")
 
 
 def has_subgraphs(graph) -> bool:
     import onnx
 
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute)
+    graphs = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    return any(a.type in graphs for n in graph.node for a in n.attribute)
 
 
 def compact(model) -> int:

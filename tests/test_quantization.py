@@ -122,24 +122,30 @@ def test_auto_ranges_beat_minmax_in_int8_onnx(dense_model, tmp_path):
     assert sqnr["auto"] > sqnr["minmax"] + 3.0, sqnr
 
 
+def _glitchy_files(model, folder, output: str = "logits") -> tuple:
+    """A Keras model on glitchy_data saved in `folder` with its spec (one raw output), 200 calibration and 200
+    validation samples: (model path, calib path, val path)."""
+    import yaml
+
+    path = folder / "glitchy.keras"
+    model.save(path)
+    (folder / "glitchy.yaml").write_text(yaml.safe_dump({
+        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {output: {"head": "raw"}}}))
+    np.savez(folder / "calib.npz", x=quant_models.glitchy_data(200, 1))
+    np.savez(folder / "val.npz", x=quant_models.glitchy_data(200, 2))
+    return path, folder / "calib.npz", folder / "val.npz"
+
+
 # --- in `edgemm convert`: int16x8 when int8 misses, the stock tools beside, the report says why -------------
 
 @pytest.fixture(scope="module")
 def converted_glitchy(dense_model, tmp_path_factory):
     """The glitchy model converted with --compare-stock: its raw output misses 30 dB in int8 TFLite."""
-    import yaml
-
     from converters.convert import ConvertOptions, convert
 
     tmp = tmp_path_factory.mktemp("glitchy")
-    model = tmp / "glitchy.keras"
-    dense_model.save(model)
-    (tmp / "glitchy.yaml").write_text(yaml.safe_dump({
-        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}},
-        "outputs": {"logits": {"head": "raw"}}}))
-    np.savez(tmp / "calib.npz", x=quant_models.glitchy_data(200, 1))
-    np.savez(tmp / "val.npz", x=quant_models.glitchy_data(200, 2))
-    options = ConvertOptions(calib=tmp / "calib.npz", val=tmp / "val.npz", formats=("tflite", "onnx"),
+    model, calib, val = _glitchy_files(dense_model, tmp)
+    options = ConvertOptions(calib=calib, val=val, formats=("tflite", "onnx"),
                              compare_stock=True, method="minmax", min_sqnr_db=0.0)
     return tmp / "out", convert(model, tmp / "out", options, log=lambda line: None)
 
@@ -163,18 +169,12 @@ def test_keep_float_auto_writes_a_mixed_tflite_and_leaves_int8_tflite_full_int8(
     """--keep-float auto on a TFLite target that is not an Edge TPU: mixed.tflite keeps the layer whose own
     quantization costs most (the glitch unit's Dense output) in float and gets far closer; int8.tflite stays
     full int8 for the Edge TPU."""
-    import yaml
 
     from converters.convert import ConvertOptions, convert
     from edgemm.manifest import load_manifest
 
-    model = tmp_path / "glitchy.keras"
-    dense_model.save(model)
-    (tmp_path / "glitchy.yaml").write_text(yaml.safe_dump({
-        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {"logits": {"head": "raw"}}}))
-    np.savez(tmp_path / "calib.npz", x=quant_models.glitchy_data(200, 1))
-    np.savez(tmp_path / "val.npz", x=quant_models.glitchy_data(200, 2))
-    options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("tflite",),
+    model, calib, val = _glitchy_files(dense_model, tmp_path)
+    options = ConvertOptions(calib=calib, val=val, formats=("tflite",),
                              method="minmax", keep_float="auto", max_accuracy_drop=0.5, int16x8="off",
                              min_sqnr_db=0.0)
     report = convert(model, tmp_path / "out", options, log=lambda line: None)
@@ -260,7 +260,8 @@ def test_a_stock_tool_that_fails_is_a_note_not_a_failed_conversion(tmp_path):
         path.write_bytes(b"partial")
         raise InputError("int8 ONNX quantization failed (stock ONNX Runtime quantizer, Fail): Concat ranks differ")
 
-    run.stock_row("stock_int8_onnx", tmp_path / "stock_int8.onnx", "stock onnxruntime quantize_static", fails, "ort-cpu")
+    run.stock_row("stock_int8_onnx", tmp_path / "stock_int8.onnx", "stock onnxruntime quantize_static", fails,
+                  "ort-cpu")
     assert run.artifacts == {} and not (tmp_path / "stock_int8.onnx").exists()
     assert run.notes == ["stock_int8_onnx not made: int8 ONNX quantization failed (stock ONNX Runtime quantizer, "
                          "Fail): Concat ranks differ"]
@@ -270,19 +271,13 @@ def test_a_stock_tool_that_fails_is_a_note_not_a_failed_conversion(tmp_path):
 def test_a_miss_where_int16x8_cannot_be_made_suggests_the_mixed_tflite_that_works(tmp_path):
     """int8 misses and int16x8 fails (SQUARE has no 16x8 kernel): the fix named is --keep-float auto, not
     int16x8; run with it, mixed.tflite meets the target (22.3 -> 38.4 dB measured)."""
-    import yaml
 
     from converters.convert import ConvertOptions, convert
 
-    model = tmp_path / "square.keras"
-    quant_models.glitchy_model_with_square().save(model)
-    (tmp_path / "square.yaml").write_text(yaml.safe_dump({
-        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {"sqrt": {"head": "raw"}}}))
-    np.savez(tmp_path / "calib.npz", x=quant_models.glitchy_data(200, 1))
-    np.savez(tmp_path / "val.npz", x=quant_models.glitchy_data(200, 2))
+    model, calib, val = _glitchy_files(quant_models.glitchy_model_with_square(), tmp_path, output="sqrt")
     reports = {}
     for keep_float, drop in (("", None), ("auto", 0.5)):
-        options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("tflite",),
+        options = ConvertOptions(calib=calib, val=val, formats=("tflite",),
                                  method="minmax", min_sqnr_db=0.0, keep_float=keep_float or (), max_accuracy_drop=drop)
         reports[keep_float] = convert(model, tmp_path / (keep_float or "plain"), options, log=lambda line: None)
     (miss,) = reports[""]["precision_target"]
@@ -327,21 +322,15 @@ def test_keep_float_keeps_the_closest_version_not_the_last(tmp_path):
 @pytest.mark.convert
 def test_keep_float_auto_never_ships_an_int8_onnx_further_from_the_float_model(dense_model, tmp_path):
     """--keep-float auto on the glitchy model with per-tensor weights: keeping its worst layer (the Relu) in
-    float moves the error to the MatMul before it and ends further away (5.2 -> 2.6 dB before this was checked); edgemm keeps
-    the closest version, says so, and names the fix as not found among float layers."""
-    import yaml
+    float moves the error to the MatMul before it and ends further away (5.2 -> 2.6 dB before this was
+    checked); edgemm keeps the closest version, says so, and names the fix as not found among float layers."""
 
     from converters.convert import ConvertOptions, convert
 
-    model = tmp_path / "glitchy.keras"
-    dense_model.save(model)
-    (tmp_path / "glitchy.yaml").write_text(yaml.safe_dump({
-        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {"logits": {"head": "raw"}}}))
-    np.savez(tmp_path / "calib.npz", x=quant_models.glitchy_data(200, 1))
-    np.savez(tmp_path / "val.npz", x=quant_models.glitchy_data(200, 2))
+    model, calib, val = _glitchy_files(dense_model, tmp_path)
     reports = {}
     for keep_float, drop in (("", None), ("auto", 0.5)):
-        options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("onnx",),
+        options = ConvertOptions(calib=calib, val=val, formats=("onnx",),
                                  method="minmax", per_channel=False, bias_correction="off", min_sqnr_db=0.0,
                                  keep_float=keep_float or (), max_accuracy_drop=drop)
         reports[keep_float] = convert(model, tmp_path / (keep_float or "plain"), options, log=lambda line: None)
