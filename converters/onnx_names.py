@@ -4,7 +4,7 @@ quantize_static names each tensor it adds after the float tensor it stands for: 
 `X_DequantizeLinear_Output`, `X_scale`, `X_zero_point`, `W_quantized`. Exporters' float names are long
 (tf2onnx: `StatefulPartitionedCall/model_1/conv2d_1/BiasAdd_weights_fused_bn`) and a QDQ model repeats each one
 up to ten times: on a small model with many ops the names outweigh the int8 weights and the int8 ONNX is
-larger than the float one (basic-pitch: 210 KB of names in a 317 KB int8 ONNX, float ONNX 207 KB).
+larger than the float one (basic-pitch: 205 KiB of names in a 309 KiB int8 ONNX, float ONNX 201 KiB).
 
 compact() renames, and changes nothing the model computes:
 - each DequantizeLinear output takes the float tensor's own name (the layers behind it read the tensor they

@@ -276,7 +276,7 @@ def test_layer_errors_match_qdq_loss_debug(tmp_path, monkeypatch):
 def test_long_float_names_are_not_repeated_by_every_quantize_dequantize_pair(tmp_path, monkeypatch):
     """tf2onnx-like names (60 characters): edgemm's int8 ONNX computes exactly what ONNX Runtime's quantizer
     wrote, its dequantized tensors carry the float names once, everything the quantizer added is named short,
-    and it is smaller than with the quantizer's names (13.7 -> 8.4 KB here; basic-pitch 317 -> 150 KB)."""
+    and it is smaller than with the quantizer's names (13.7 -> 8.4 KB here; basic-pitch 309 -> 138 KiB)."""
     long = "StatefulPartitionedCall/model_1/a_rather_long_layer_name/"
     model = onnx.compose.add_prefix(_classifier(), long, rename_inputs=False, rename_outputs=False)
     float_path = _save(model, tmp_path / "float.onnx")
