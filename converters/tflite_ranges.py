@@ -79,7 +79,8 @@ def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, wo
     path = work / "model.tflite"
     path.write_bytes(model)
     backend = LiteRTBackend(path)
-    runs = [backend.run(sample(calib, i, model_ranks(backend.inputs))) for i in samples]
+    ranks = model_ranks(backend.inputs)
+    runs = [backend.run(sample(calib, i, ranks)) for i in samples]
     return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
 
 
