@@ -7,6 +7,16 @@ the int8 model's tensor against the float model's: the error accumulated up to
 that layer. Low SQNR = large error. The report names the worst layers and the
 ONNX nodes that produce them (candidates to keep in float).
 
+Two departures from qdq_loss_debug, both found on DNSMOS (a spectrum, then a log, in the graph):
+  * the reference is the float model as the quantizer was given it (converters/onnx_prep.py): ONNX
+    Runtime's pre-processing renames some tensors, and qdq_loss_debug's name matching then leaves them out
+    of the report (there: the power spectrum, the tensor that did the harm);
+  * a layer's own error is its float tensor against that tensor through its own scale and zero point,
+    not the int8 model's tensor before and after its Q/DQ pair: downstream of a large error the int8
+    model's tensors leave their calibrated ranges and every Q/DQ pair there seems to add all the error
+    (there: every Relu at 0.0 dB, while the error came from the spectrum before the log). This is the
+    error TFLite's ranking (converters/ranges.py own_sqnr_db) measures too.
+
 qdq_loss_debug.collect_activations keeps every intermediate tensor of every
 sample of both models (> 8 GB for a ResNet-50 and 64 samples); here the models
 run one sample at a time and only running sums of signal and noise power per
@@ -59,23 +69,47 @@ def saved_outputs(session) -> dict[str, str]:
     return {o.name[: -len(postfix)]: o.name for o in session.get_outputs() if o.name.endswith(postfix)}
 
 
-def _qdq_pairs(int8_onnx: Path, float_tensors: set[str]) -> dict[str, tuple[str, str]]:
-    """Activation -> (its tensor before Q/DQ, after Q/DQ) in the int8 model: each QuantizeLinear ->
-    DequantizeLinear pair, named by whichever end carries the float model's tensor name (edgemm's int8 ONNX:
-    the dequantized end, converters/onnx_names.py; ONNX Runtime's own names: the quantized end, or the
-    dequantized end for a graph output); a later pair replaces an earlier one, as in qdq_loss_debug."""
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+    """An activation's QuantizeLinear -> DequantizeLinear pair in the int8 model."""
+
+    pre: str  # the tensor quantized
+    post: str  # the tensor dequantized
+    scale: float
+    zero_point: np.ndarray  # its dtype gives the integer range
+
+    def fake_quantized(self, x: np.ndarray) -> np.ndarray:
+        """x through this pair's quantization, as QuantizeLinear/DequantizeLinear compute it (round half to
+        even, saturate)."""
+        info = np.iinfo(self.zero_point.dtype)
+        zero = float(self.zero_point)
+        q = np.clip(np.rint(x.astype(np.float32) / np.float32(self.scale)) + zero, info.min, info.max)
+        return ((q - zero) * self.scale).astype(np.float32)
+
+
+def _qdq_pairs(int8_onnx: Path, float_tensors: set[str]) -> dict[str, _Pair]:
+    """Activation -> its Q/DQ pair in the int8 model, named by whichever end carries the float model's
+    tensor name (edgemm's int8 ONNX: the dequantized end, converters/onnx_names.py; ONNX Runtime's own names:
+    the quantized end, or the dequantized end for a graph output); a later pair replaces an earlier one, as
+    in qdq_loss_debug. Pairs whose scale is not a constant scalar are left out."""
     import onnx
+    from onnx import numpy_helper
 
     graph = onnx.load(os.fspath(int8_onnx), load_external_data=False).graph
-    quantized_from = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
-    pairs: dict[str, tuple[str, str]] = {}
+    constants = {i.name: i for i in graph.initializer}
+    quantizers = {n.output[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    pairs: dict[str, _Pair] = {}
     for node in graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in quantized_from:
+        quantizer = quantizers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if quantizer is None or quantizer.input[1] not in constants:
             continue
-        pre, post = quantized_from[node.input[0]], node.output[0]
+        pre, post = quantizer.input[0], node.output[0]
         activation = post if post in float_tensors else pre
-        if activation in float_tensors:
-            pairs[activation] = (pre, post)
+        scale = numpy_helper.to_array(constants[quantizer.input[1]])
+        zero = quantizer.input[2] if len(quantizer.input) > 2 else ""
+        zero_point = numpy_helper.to_array(constants[zero]) if zero in constants else np.uint8(0)  # ONNX default
+        if activation in float_tensors and scale.size == 1:
+            pairs[activation] = _Pair(pre, post, float(scale), np.asarray(zero_point).reshape(()))
     return pairs
 
 
@@ -98,21 +132,26 @@ class _Power:
 
 def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarray], limit: int = 64,
                  progress: Update | None = None) -> list[dict]:
-    """Per activation tensor of the float model: SQNR of the int8 model, ranked by the error the tensor's own
-    quantization adds (local_sqnr_db, lowest first; then the accumulated error).
+    """Per activation tensor: SQNR of the int8 model, ranked by the error the tensor's own quantization adds
+    (local_sqnr_db, lowest first; then the accumulated error). `float_onnx`: the model int8_onnx was
+    quantized from, before converters/onnx_prep.py (it is prepared here the same way).
 
     sqnr_db: the float model's tensor against the int8 model's (dequantized) one, over the first `limit`
-    samples; local_sqnr_db: the int8 model's tensor before against after its own Q/DQ pair.
+    samples; local_sqnr_db: the float model's tensor against itself through the tensor's own Q/DQ pair.
     """
+    from converters import onnx_prep
+
     count = min(limit, len(next(iter(samples.values()))))
     with tempfile.TemporaryDirectory(prefix="edgemm-layers-") as tmp:
-        float_session = augmented_session(Path(float_onnx), Path(tmp))
+        reference = onnx_prep.prepare(Path(float_onnx), Path(tmp), per_channel=True).path
+        producers = _producers(reference)
+        float_session = augmented_session(reference, Path(tmp))
         qdq_session = augmented_session(Path(int8_onnx), Path(tmp))
     float_saved, qdq_saved = saved_outputs(float_session), saved_outputs(qdq_session)
     ranks = model_ranks(float_session.get_inputs())
     pairs = {a: p for a, p in _qdq_pairs(Path(int8_onnx), set(float_saved)).items()
-             if p[0] in qdq_saved and p[1] in qdq_saved}
-    qdq_names = sorted({qdq_saved[t] for pair in pairs.values() for t in pair})
+             if p.post in qdq_saved and a in producers}
+    qdq_names = sorted({qdq_saved[p.post] for p in pairs.values()})
     float_names = [float_saved[a] for a in pairs]
     model_err = {a: _Power() for a in pairs}
     local_err = {a: _Power() for a in pairs}
@@ -120,16 +159,14 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
         feed = sample(samples, i, ranks)
         qdq = dict(zip(qdq_names, qdq_session.run(qdq_names, feed), strict=True))
         floats = dict(zip(float_names, float_session.run(float_names, feed), strict=True))
-        for activation, (pre, post) in pairs.items():
-            model_err[activation].add(floats[float_saved[activation]], qdq[qdq_saved[post]])
-            local_err[activation].add(qdq[qdq_saved[pre]], qdq[qdq_saved[post]])
+        for activation, pair in pairs.items():
+            reference_tensor = floats[float_saved[activation]]
+            model_err[activation].add(reference_tensor, qdq[qdq_saved[pair.post]])
+            local_err[activation].add(reference_tensor, pair.fake_quantized(reference_tensor))
         if progress is not None:
             progress(i + 1, count)
-    producers = _producers(Path(float_onnx))
     rows = []
-    for tensor in pairs:
-        if count == 0 or tensor not in producers:
-            continue
+    for tensor in pairs if count else ():
         node, op_type = producers[tensor]
         rows.append({"tensor": tensor, "node": node, "op_type": op_type,
                      "sqnr_db": round(model_err[tensor].sqnr_db(), 2),

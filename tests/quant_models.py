@@ -43,6 +43,22 @@ def glitchy_model_with_square():
     return keras.Model(model.input, keras.ops.sqrt(keras.ops.square(model.output) + 1.0))
 
 
+def divide_by_peak_model():
+    """x (N,64) divided by its peak |x| (+1e-6), then Dense(4): a per-window normalisation in the graph, as
+    basic-pitch has. In int8 the divisor of a quiet window quantizes to 0, which TFLite's int8 DIV refuses."""
+    import keras
+
+    x = keras.Input((64,), name="x")
+    peak = keras.ops.max(keras.ops.abs(x), axis=-1, keepdims=True) + 1e-6
+    return keras.Model(x, keras.layers.Dense(4, name="logits")(x / peak))
+
+
+def peak_data(n: int, seed: int) -> np.ndarray:
+    """Windows at levels from -80 to 0 dB."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 1, (n, 64)) * 10 ** rng.uniform(-4, 0, (n, 1))).astype(np.float32)
+
+
 def imbalanced_conv_chain(path: Path) -> Path:
     """Conv(3->16) -> ReLU -> depthwise Conv(16) -> ReLU -> Conv(16->8), output channels of the first two
     scaled by factors from 0.02 to 50 (what batch-norm folding leaves in real mobile networks)."""
@@ -67,7 +83,46 @@ def imbalanced_conv_chain(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def log_spectrum_model(path: Path) -> Path:
+    """A spectrum and its log in the graph, as audio models compute them (DNSMOS, silero-vad): x (N,1,512) ->
+    Conv1d(1->16, kernel 32, stride 16) "frontend" -> frames first -> Mul(itself) "power" -> Max(1e-6) -> Log
+    -> channels first -> Conv1d(16->8) -> Relu -> Conv1d(8->8) -> Relu -> ReduceMean -> y (N,8). On
+    log_spectrum_data the power spans decades: int8 steps zero the quiet bins and the log turns that into the
+    largest error of the model, which every later layer then carries. ONNX Runtime's pre-processing removes the
+    two Transposes and renames the tensors between them (as in DNSMOS)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    weights = {"wf": rng.normal(0, 0.2, (16, 1, 32)), "w1": rng.normal(0, 0.3, (8, 16, 3)),
+               "b1": rng.normal(0.5, 0.2, 8), "w2": rng.normal(0, 0.3, (8, 8, 1)), "eps": np.array(1e-6)}
+    nodes = [helper.make_node("Conv", ["x", "wf"], ["spectrum"], strides=[16], name="frontend"),
+             helper.make_node("Transpose", ["spectrum"], ["frames"], perm=[0, 2, 1], name="to_frames"),
+             helper.make_node("Mul", ["frames", "frames"], ["power"], name="power"),
+             helper.make_node("Max", ["power", "eps"], ["floored"], name="floor"),
+             helper.make_node("Log", ["floored"], ["log_power"], name="log"),
+             helper.make_node("Transpose", ["log_power"], ["log_channels"], perm=[0, 2, 1], name="to_channels"),
+             helper.make_node("Conv", ["log_channels", "w1", "b1"], ["c1"], pads=[1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("ReduceMean", ["r2"], ["y"], axes=[2], keepdims=0, name="mean")]
+    graph = helper.make_graph(nodes, "log_spectrum", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 512])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
     return path
+
+
+def log_spectrum_data(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Noise at levels from -60 to 0 dB: quiet and loud windows, as a microphone gives them."""
+    rng = np.random.default_rng(seed)
+    level = 10 ** rng.uniform(-3, 0, (n, 1, 1))
+    return {"x": (rng.normal(0, 1, (n, 1, 512)) * level).astype(np.float32)}
 
 
 BIASED_CHANNELS = 16

@@ -206,8 +206,9 @@ def layers_html(layers: dict[str, list[dict]]) -> str:
     if not parts:
         return ""
     return ("<h2>int8 layers that add the most error</h2><p>From <code>edgemm convert</code>'s per-layer report, "
-            "on calibration samples. int8 ONNX: a layer's own error is its tensor before against after its "
-            "quantize/dequantize pair; the accumulated one is the float model's tensor against the int8 model's. "
+            "on calibration samples. int8 ONNX: a layer's own error is the float model's tensor against that tensor "
+            "through its own quantize/dequantize pair; the accumulated one is the float model's tensor against the "
+            "int8 model's. "
             "int8 TFLite: each activation tensor against its own quantization error (from the calibration "
             "histograms). Candidates for <code>--keep-float</code> (ONNX) and <code>mixed.tflite</code>.</p>"
             + "".join(parts))
