@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from converters import ranges
+from edgemm.errors import InputError
 from edgemm.progress import Update
 from edgemm.samples import model_ranks, sample
 
@@ -80,7 +81,13 @@ def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, wo
     path.write_bytes(model)
     backend = LiteRTBackend(path)
     ranks = model_ranks(backend.inputs)
-    runs = [backend.run(sample(calib, i, ranks)) for i in samples]
+    runs = []
+    for i in samples:
+        try:
+            runs.append(backend.run(sample(calib, i, ranks)))
+        except RuntimeError as e:  # a kernel check that int8 values fail (edgemm.backends.litert.invoke_error)
+            onnx = "; the int8 ONNX (--format onnx) leaves Div in float" if "op DIV" in str(e) else ""
+            raise InputError(f"the int8 TFLite does not run on calibration sample {i}: {e}{onnx}") from None
     return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
 
 

@@ -122,17 +122,17 @@ def test_auto_ranges_beat_minmax_in_int8_onnx(dense_model, tmp_path):
     assert sqnr["auto"] > sqnr["minmax"] + 3.0, sqnr
 
 
-def _glitchy_files(model, folder, output: str = "logits") -> tuple:
-    """A Keras model on glitchy_data saved in `folder` with its spec (one raw output), 200 calibration and 200
-    validation samples: (model path, calib path, val path)."""
+def _glitchy_files(model, folder, output: str = "logits", data=quant_models.glitchy_data) -> tuple:
+    """A Keras model on glitchy_data (or `data`) saved in `folder` with its spec (one raw output), 200
+    calibration and 200 validation samples: (model path, calib path, val path)."""
     import yaml
 
     path = folder / "glitchy.keras"
     model.save(path)
     (folder / "glitchy.yaml").write_text(yaml.safe_dump({
         "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {output: {"head": "raw"}}}))
-    np.savez(folder / "calib.npz", x=quant_models.glitchy_data(200, 1))
-    np.savez(folder / "val.npz", x=quant_models.glitchy_data(200, 2))
+    np.savez(folder / "calib.npz", x=data(200, 1))
+    np.savez(folder / "val.npz", x=data(200, 2))
     return path, folder / "calib.npz", folder / "val.npz"
 
 
@@ -265,6 +265,25 @@ def test_a_stock_tool_that_fails_is_a_note_not_a_failed_conversion(tmp_path):
     assert run.artifacts == {} and not (tmp_path / "stock_int8.onnx").exists()
     assert run.notes == ["stock_int8_onnx not made: int8 ONNX quantization failed (stock ONNX Runtime quantizer, "
                          "Fail): Concat ranks differ"]
+
+
+@pytest.mark.convert
+def test_an_int8_divide_by_zero_is_explained_with_the_op_and_its_divisor(tmp_path):
+    """int8 TFLite that LiteRT refuses to run (basic-pitch: "div.cc:262 data[i] != zero_point was not true.
+    Node number 167 (DIV) failed to invoke."): the error names the op, its divisor, the divisor's step, why,
+    and the int8 ONNX that does not have the problem. (With --method minmax validation runs it first and
+    says the same, without the ONNX hint.)"""
+    from converters.convert import ConvertOptions, convert
+    from edgemm.errors import InputError
+
+    model, calib, val = _glitchy_files(quant_models.divide_by_peak_model(), tmp_path, data=quant_models.peak_data)
+    options = ConvertOptions(calib=calib, val=val, formats=("tflite",), method="auto")
+    with pytest.raises(InputError) as error:
+        convert(model, tmp_path / "out", options, log=lambda line: None)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and "op DIV" in message and "div.cc" in message, message
+    assert "its divisor" in message and "quantized to its zero point" in message and "int8 step of" in message
+    assert "does not run on calibration sample" in message and "--format onnx" in message, message
 
 
 @pytest.mark.convert

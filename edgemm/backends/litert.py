@@ -29,6 +29,35 @@ def check_flatbuffer(path: Path) -> None:
         raise InputError(f"{path}: truncated or corrupt TFLite flatbuffer (root offset {root}, file size {size})")
 
 
+_FAILED_NODE = re.compile(r"Node number (\d+) \((\w+)\) failed to invoke")
+
+
+def invoke_error(interpreter, error: Exception) -> str:
+    """LiteRT's invoke error as one line that names the op it could not run by its output tensor (as the
+    converter's reports name ops), and says why where the kernel's check is known: int8 DIV refuses a
+    divisor that quantized to its zero point (0), which happens to any divisor below half its int8 step."""
+    text = " ".join(str(error).split())
+    match = _FAILED_NODE.search(text)
+    if match is None:
+        return f"LiteRT could not run the model ({text[:300]})"
+    node, op_type = int(match.group(1)), match.group(2)
+    kernel = text[: match.start()].strip().rstrip(".") or "no reason given"
+    try:  # LiteRT's op table: private, but the only way from a node number to its tensors
+        op = next(o for o in interpreter._get_ops_details() if o["index"] == node)
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    except (AttributeError, StopIteration, ValueError):
+        return f"LiteRT could not run op {op_type} (node {node}): {kernel}"
+    name = tensors[int(op["outputs"][0])]["name"] if len(op["outputs"]) else f"node {node}"
+    line = f"LiteRT could not run op {op_type} {name!r} (node {node}): {kernel}"
+    if op_type == "DIV" and "zero_point" in kernel and len(op["inputs"]) == 2:
+        divisor = tensors[int(op["inputs"][1])]
+        scale, zero_point = divisor["quantization"]
+        line += (f"; its divisor {divisor['name']!r} quantized to its zero point ({zero_point}), i.e. 0: with an "
+                 f"int8 step of {scale:.3g}, divisor values below {scale / 2:.3g} become 0 and int8 DIV refuses to "
+                 "divide by 0 (floor the divisor in the model above that, or keep the division out of int8)")
+    return line
+
+
 def _info(name: str, detail: dict) -> TensorInfo:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return TensorInfo(
@@ -109,6 +138,9 @@ class LiteRTBackend(Backend):
         for name, (info, index) in self._in.items():
             self._interp.set_tensor(index, info.quantize(feeds[name]))
         start = time.perf_counter()
-        self._interp.invoke()
+        try:
+            self._interp.invoke()
+        except RuntimeError as e:
+            raise RuntimeError(invoke_error(self._interp, e)) from None
         self.last_invoke_s = time.perf_counter() - start
         return {name: info.dequantize(self._interp.get_tensor(index)) for name, (info, index) in self._out.items()}
