@@ -268,6 +268,43 @@ def test_a_stock_tool_that_fails_is_a_note_not_a_failed_conversion(tmp_path):
 
 
 @pytest.mark.convert
+def test_keep_float_auto_first_keeps_what_computes_a_log_input_in_float(tmp_path):
+    """A spectrum and its log in the graph (DNSMOS: 6.5 dB with its worst layers in float one by one, 33.3 dB
+    with its front end in float): --keep-float auto tries the nodes before the Log first, in one step."""
+    import yaml
+
+    from converters import layer_error
+    from converters.convert import ConvertOptions, convert
+
+    model = quant_models.log_spectrum_model(tmp_path / "spectrum.onnx")
+    front = layer_error.before_log(model)
+    assert front[0] == "frontend" and "power" in front and "conv1" not in front, front
+    (tmp_path / "spectrum.yaml").write_text(yaml.safe_dump({
+        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {"y": {"head": "raw"}}}))
+    np.savez(tmp_path / "calib.npz", **quant_models.log_spectrum_data(100, 1))
+    np.savez(tmp_path / "val.npz", **quant_models.log_spectrum_data(100, 2))
+    options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("onnx",),
+                             method="minmax", min_sqnr_db=0.0, keep_float="auto", max_accuracy_drop=0.5)
+    report = convert(model, tmp_path / "out", options, log=lambda line: None)
+    entry = report["artifacts"]["int8_onnx"]
+    assert entry["quantization"]["nodes_in_float"] == front and entry["sqnr_db"] >= 30.0, entry["sqnr_db"]
+
+
+def test_no_front_end_without_a_log_or_when_the_log_is_at_the_end(tmp_path):
+    from converters import layer_error
+
+    assert layer_error.before_log(quant_models.imbalanced_conv_chain(tmp_path / "chain.onnx")) == []
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(tmp_path / "chain.onnx"))  # a log of the output: its input is the whole model
+    model.graph.node.append(helper.make_node("Log", ["y"], ["log_y"], name="log"))
+    model.graph.output[0].name = "log_y"
+    onnx.save(model, str(tmp_path / "log_at_end.onnx"))
+    assert layer_error.before_log(tmp_path / "log_at_end.onnx") == []
+
+
+@pytest.mark.convert
 def test_an_int8_divide_by_zero_is_explained_with_the_op_and_its_divisor(tmp_path):
     """int8 TFLite that LiteRT refuses to run (basic-pitch: "div.cc:262 data[i] != zero_point was not true.
     Node number 167 (DIV) failed to invoke."): the error names the op, its divisor, the divisor's step, why,
