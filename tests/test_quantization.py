@@ -290,7 +290,7 @@ def test_keep_float_auto_first_keeps_what_computes_a_log_input_in_float(tmp_path
     assert entry["quantization"]["nodes_in_float"] == front and entry["sqnr_db"] >= 30.0, entry["sqnr_db"]
 
 
-def test_no_front_end_without_a_log_or_when_the_log_is_at_the_end(tmp_path):
+def test_no_front_end_without_a_log_or_when_no_weight_layer_follows_the_log(tmp_path):
     from converters import layer_error
 
     assert layer_error.before_log(quant_models.imbalanced_conv_chain(tmp_path / "chain.onnx")) == []
