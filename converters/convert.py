@@ -547,8 +547,10 @@ class _Run:
         """For each int8 artifact short of the precision target (see misses): what it measured, the layer whose
         own quantization adds the most error (the int8 ONNX per-layer report), and the option that would fix
         it; each also becomes a note in the report."""
-        layers = (self.artifacts.get("int8_onnx") or {}).get("layers") or []
-        worst = layers[0] if layers else None
+        onnx_entry = self.artifacts.get("int8_onnx") or {}
+        in_float = set((onnx_entry.get("quantization") or {}).get("nodes_in_float") or [])
+        # the worst layer still in int8 (the ranking is of the int8 ONNX before any layer was kept in float)
+        worst = next((r for r in onnx_entry.get("layers") or [] if r["node"] not in in_float), None)
         budget, edgetpu_target = self.budget(), self.for_edgetpu()
         explained = []
         for key in ("int8_tflite", "int8_onnx"):
@@ -565,7 +567,7 @@ class _Run:
             measured = f"{closeness(entry)}, {self.shortfall(entry):.2f} points short"
             tried = max(len((entry.get("quantization") or {}).get("nodes_in_float") or []), self.float_layers_tried)
             if key == "int8_onnx" and tried:
-                fix = (f"up to {tried} layers kept in float were not enough (the error is spread over the model): "
+                fix = (f"up to {tried} nodes kept in float were not enough (the error is spread over the model): "
                        "fp16.onnx on GPU targets, or quantization-aware training (not built into edgemm)")
             elif key == "int8_onnx":
                 fix = ((f"--keep-float {worst['node']}" if worst else "--keep-float NODE")
