@@ -131,6 +131,14 @@ def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray 
     return float(np.mean(reference[name].reshape(len(labels), -1).argmax(1) == labels))
 
 
+def still_int8(ranked: list[dict], in_float, top: int = 20) -> list[dict]:
+    """The report's per-layer rows: the `top` worst of the ranking (layer_error.layer_errors) that are not
+    kept in float. The ranking is of the int8 ONNX with no layer in float: a layer's own error does not
+    change when others are kept in float, its range does not."""
+    in_float = set(in_float)
+    return [r for r in ranked if r["node"] not in in_float][:top]
+
+
 def closeness(entry: dict) -> str:
     """An artifact's agreement with the float model, or its SQNR where it has no classify head."""
     return f"agreement {entry['agreement']}" if entry.get("agreement") is not None else f"SQNR {entry['sqnr_db']} dB"
@@ -548,9 +556,7 @@ class _Run:
         own quantization adds the most error (the int8 ONNX per-layer report), and the option that would fix
         it; each also becomes a note in the report."""
         onnx_entry = self.artifacts.get("int8_onnx") or {}
-        in_float = set((onnx_entry.get("quantization") or {}).get("nodes_in_float") or [])
-        # the worst layer still in int8 (the ranking is of the int8 ONNX before any layer was kept in float)
-        worst = next((r for r in onnx_entry.get("layers") or [] if r["node"] not in in_float), None)
+        worst = next(iter(onnx_entry.get("layers") or []), None)
         budget, edgetpu_target = self.budget(), self.for_edgetpu()
         explained = []
         for key in ("int8_tflite", "int8_onnx"):
@@ -697,11 +703,11 @@ class _Run:
             quantized_from = self.bias_correct(float_path, int8_path, excluded)
         if o.fp16_onnx:
             self.fp16(float_path)
-        self.artifacts["int8_onnx"]["layers"] = self.stage(
-            "layer_report", layer_error.layer_errors, quantized_from, int8_path, self.calib.inputs,
-            progress=self.counter("per-layer error report"))[:20]
+        ranked = self.stage("layer_report", layer_error.layer_errors, quantized_from, int8_path, self.calib.inputs,
+                            progress=self.counter("per-layer error report"))
+        self.artifacts["int8_onnx"]["layers"] = still_int8(ranked, excluded)
         if o.keep_float == "auto" and o.max_accuracy_drop is not None:
-            self.keep_sensitive_layers_in_float(quantized_from, int8_path)
+            self.keep_sensitive_layers_in_float(quantized_from, int8_path, ranked)
 
     def bias_correct(self, float_path: Path, int8_path: Path, excluded: tuple[str, ...]) -> Path:
         """int8 ONNX from the bias-corrected float model (converters/bias_correction.py), for the weight
@@ -784,18 +790,20 @@ class _Run:
         self.artifacts["int8_onnx"]["fake_quant_agreement"] = fake_metrics["agreement"]
         self.artifacts["int8_onnx"]["fake_quant_sqnr_db"] = fake_metrics["sqnr_db"]
 
-    def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, max_steps: int = 8) -> None:
+    def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, ranked: list[dict],
+                                       max_steps: int = 8) -> None:
         """Keeps layers in float until the drop is within budget: first what computes the input of a Log (a
-        feature front end, layer_error.before_log), then the worst layers of the report one at a time; the
-        version closest to the float model is kept (fer_emotion: 97.67 % with none, 96.67 % with 8)."""
+        feature front end, layer_error.before_log), then the worst layers of the report (`ranked`, all of it:
+        basic-pitch's 20 worst were all in its front end) one at a time; the version closest to the float model
+        is kept (fer_emotion: 97.67 % with none, 96.67 % with 8)."""
         budget = self.options.max_accuracy_drop
         entry = self.artifacts["int8_onnx"]
-        layers, corrected = entry["layers"], entry["quantization"].get("bias_correction")
+        corrected = entry["quantization"].get("bias_correction")
         closest = _Closest(self, "int8_onnx", int8_path)
         closest.offer()
         excluded: list[str] = []
         front = layer_error.before_log(float_path)
-        steps = ([front] if front else []) + [[r["node"]] for r in layers if r["node"] not in front]
+        steps = ([front] if front else []) + [[r["node"]] for r in ranked if r["node"] not in front]
         while self.drop(entry) > budget and steps and max_steps:
             step, max_steps = steps.pop(0), max_steps - 1
             excluded += step
@@ -803,7 +811,7 @@ class _Run:
             self.log(f"  accuracy drop {self.drop(entry):.2f} points > {budget}: keeping {what} in float")
             self.quantize_onnx(float_path, int8_path, entry["quantization"]["reduce_range"], tuple(excluded))
             entry = self.artifacts["int8_onnx"]
-            entry["layers"] = layers
+            entry["layers"] = still_int8(ranked, excluded)
             if corrected:
                 entry["quantization"]["bias_correction"] = corrected
             closest.offer()

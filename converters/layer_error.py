@@ -151,6 +151,8 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
     ranks = model_ranks(float_session.get_inputs())
     pairs = {a: p for a, p in _qdq_pairs(Path(int8_onnx), set(float_saved)).items()
              if p.post in qdq_saved and a in producers}
+    if not pairs:  # every layer kept in float (and run([]) would return every output)
+        return []
     qdq_names = sorted({qdq_saved[p.post] for p in pairs.values()})
     float_names = [float_saved[a] for a in pairs]
     model_err = {a: _Power() for a in pairs}

@@ -312,6 +312,9 @@ def test_layer_report_finds_the_spectrum_a_log_amplifies_and_keeping_it_in_float
     plain = _sqnr_db(reference, _run(tmp_path / "int8.onnx", val["x"]))
     kept = _sqnr_db(reference, _run(tmp_path / "kept.onnx", val["x"]))
     assert plain < 10 and kept > plain + 25, (plain, kept)
+    every = tuple(n.name for n in onnx.load(str(float_path)).graph.node)  # nothing left in int8: nothing to rank
+    write_onnx_int8(float_path, tmp_path / "all_float.onnx", calib, method="minmax", nodes_to_exclude=every)
+    assert layer_errors(float_path, tmp_path / "all_float.onnx", val) == []
 
 
 def test_long_float_names_are_not_repeated_by_every_quantize_dequantize_pair(tmp_path, monkeypatch):

@@ -288,6 +288,7 @@ def test_keep_float_auto_first_keeps_what_computes_a_log_input_in_float(tmp_path
     report = convert(model, tmp_path / "out", options, log=lambda line: None)
     entry = report["artifacts"]["int8_onnx"]
     assert entry["quantization"]["nodes_in_float"] == front and entry["sqnr_db"] >= 30.0, entry["sqnr_db"]
+    assert entry["layers"] and not {r["node"] for r in entry["layers"]} & set(front)  # the report: what is int8
 
 
 def test_no_front_end_without_a_log_or_when_no_weight_layer_follows_the_log(tmp_path):
@@ -365,12 +366,14 @@ def test_keep_float_keeps_the_closest_version_not_the_last(tmp_path):
 
     run.quantize_onnx = scripted_quantize
     int8.write_text("0 layers in float")
-    run.artifacts["int8_onnx"] = {"agreement": 0.975, "sha256": sha256_file(int8), "layers": [
-        {"node": n} for n in ("a", "b", "c")], "quantization": {"reduce_range": False, "nodes_in_float": []}}
+    ranked = [{"node": n} for n in ("a", "b", "c")]
+    run.artifacts["int8_onnx"] = {"agreement": 0.975, "sha256": sha256_file(int8), "layers": ranked,
+                                  "quantization": {"reduce_range": False, "nodes_in_float": []}}
     float_path = quant_models.imbalanced_conv_chain(tmp_path / "float.onnx")  # no Log: no front-end step
-    run.keep_sensitive_layers_in_float(float_path, int8, max_steps=3)
+    run.keep_sensitive_layers_in_float(float_path, int8, ranked, max_steps=3)
     kept = run.artifacts["int8_onnx"]
     assert kept["agreement"] == 0.98 and kept["quantization"]["nodes_in_float"] == ["a", "b"]
+    assert kept["layers"] == [{"node": "c"}]  # the report ranks what is still int8 in the version kept
     assert int8.read_text() == "2 layers in float" and kept["sha256"] == sha256_file(int8)
     assert run.float_layers_tried == 3 and any("got no closer than" in n for n in run.notes)
 
