@@ -576,7 +576,7 @@ class _Run:
                 fix = (f"up to {tried} nodes kept in float were not enough (the error is spread over the model): "
                        "fp16.onnx on GPU targets, or quantization-aware training (not built into edgemm)")
             elif key == "int8_onnx":
-                fix = ((f"--keep-float {worst['node']}" if worst else "--keep-float NODE")
+                fix = ((f"--keep-float {','.join(layer_error.keep_in_float(worst))}" if worst else "--keep-float NODE")
                        + f" (or --keep-float auto --max-accuracy-drop {budget}): those layers then run in fp16/fp32")
             elif edgetpu_target:
                 fix = ("none for the Edge TPU, which runs full int8 only: quantization-aware training of the source "
@@ -803,11 +803,22 @@ class _Run:
         closest.offer()
         excluded: list[str] = []
         front = layer_error.before_log(float_path)
-        steps = ([front] if front else []) + [[r["node"]] for r in ranked if r["node"] not in front]
-        while self.drop(entry) > budget and steps and max_steps:
-            step, max_steps = steps.pop(0), max_steps - 1
-            excluded += step
-            what = (f"the {len(step)} nodes that compute the Log's input" if step is front else step[0])
+        steps = [(f"the {len(front)} nodes that compute the Log's input", front)] if front else []
+        steps += [(f"{r['tensor']} (the nodes writing and reading it)", layer_error.keep_in_float(r))
+                  for r in ranked if r["node"] not in front]
+
+        def next_step() -> tuple[str, list[str]] | None:
+            """The next step's nodes not in float yet (a tensor's readers may be the next one's writer)."""
+            while steps:
+                what, nodes = steps.pop(0)
+                nodes = [n for n in nodes if n not in excluded]
+                if nodes:
+                    return what, nodes
+            return None
+
+        while self.drop(entry) > budget and max_steps and (step := next_step()):
+            (what, nodes), max_steps = step, max_steps - 1
+            excluded += nodes
             self.log(f"  accuracy drop {self.drop(entry):.2f} points > {budget}: keeping {what} in float")
             self.quantize_onnx(float_path, int8_path, entry["quantization"]["reduce_range"], tuple(excluded))
             entry = self.artifacts["int8_onnx"]
@@ -817,7 +828,7 @@ class _Run:
             closest.offer()
         if closest.restore():
             kept = len(closest.entry["quantization"]["nodes_in_float"])
-            self.notes.append(f"keeping up to {len(excluded)} layers in float got no closer than "
+            self.notes.append(f"keeping up to {len(excluded)} nodes in float got no closer than "
                               f"{closeness(closest.entry)} with {kept}: kept that")
             self.log("  " + self.notes[-1])
         self.float_layers_tried = len(excluded)

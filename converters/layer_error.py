@@ -39,11 +39,16 @@ from edgemm.samples import model_ranks, sample
 _EPS = float(np.finfo(float).eps)  # qdq_loss_debug's floor on both norms
 
 
-def _producers(model_path: Path) -> dict[str, tuple[str, str]]:
+def _producers_and_readers(model_path: Path) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]]:
+    """Per tensor: (name, op type) of the node writing it; the names of the nodes reading it."""
     import onnx
 
     graph = onnx.load(os.fspath(model_path)).graph
-    return {out: (node.name, node.op_type) for node in graph.node for out in node.output}
+    readers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in dict.fromkeys(node.input):
+            readers.setdefault(name, []).append(node.name)
+    return {out: (node.name, node.op_type) for node in graph.node for out in node.output}, readers
 
 
 def augmented_session(model: Path, work: Path):
@@ -138,13 +143,16 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
 
     sqnr_db: the float model's tensor against the int8 model's (dequantized) one, over the first `limit`
     samples; local_sqnr_db: the float model's tensor against itself through the tensor's own Q/DQ pair.
+    node: the node writing the tensor; readers: the nodes reading it. ONNX Runtime quantizes a tensor for
+    any int8 node that writes or reads it, so the tensor stays float only with all of them in float
+    (keep_in_float).
     """
     from converters import onnx_prep
 
     count = min(limit, len(next(iter(samples.values()))))
     with tempfile.TemporaryDirectory(prefix="edgemm-layers-") as tmp:
         reference = onnx_prep.prepare(Path(float_onnx), Path(tmp), per_channel=True).path
-        producers = _producers(reference)
+        producers, readers = _producers_and_readers(reference)
         float_session = augmented_session(reference, Path(tmp))
         qdq_session = augmented_session(Path(int8_onnx), Path(tmp))
     float_saved, qdq_saved = saved_outputs(float_session), saved_outputs(qdq_session)
@@ -170,7 +178,7 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
     rows = []
     for tensor in pairs if count else ():
         node, op_type = producers[tensor]
-        rows.append({"tensor": tensor, "node": node, "op_type": op_type,
+        rows.append({"tensor": tensor, "node": node, "op_type": op_type, "readers": readers.get(tensor, []),
                      "sqnr_db": round(model_err[tensor].sqnr_db(), 2),
                      "local_sqnr_db": round(local_err[tensor].sqnr_db(), 2)})
     rows.sort(key=lambda r: (r["local_sqnr_db"], r["sqnr_db"]))  # by the error the layer itself adds
@@ -178,6 +186,13 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
 
 
 _WEIGHT_LAYERS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+
+
+def keep_in_float(row: dict) -> list[str]:
+    """The nodes to keep in float so that a row's tensor is not quantized: its writer and its readers.
+    The writer alone is not enough when an int8 reader quantizes the tensor as its input: measured on
+    openWakeWord's embedding, 8 ranked steps 20.4 -> 23.7 dB with writers alone, -> 26.2 dB with readers."""
+    return list(dict.fromkeys([row["node"], *row.get("readers", [])]))
 
 
 def before_log(float_onnx: Path) -> list[str]:

@@ -85,19 +85,27 @@ def imbalanced_conv_chain(path: Path) -> Path:
     return path
 
 
-def log_spectrum_model(path: Path) -> Path:
+def log_spectrum_model(path: Path, offset: float = 0.0) -> Path:
     """A spectrum and its log in the graph, as audio models compute them (DNSMOS, silero-vad): x (N,1,512) ->
     Conv1d(1->16, kernel 32, stride 16) "frontend" -> frames first -> Mul(itself) "power" -> Max(1e-6) -> Log
-    -> channels first -> Conv1d(16->8) -> Relu -> Conv1d(8->8) -> Relu -> ReduceMean -> y (N,8). On
-    log_spectrum_data the power spans decades: int8 steps zero the quiet bins and the log turns that into the
-    largest error of the model, which every later layer then carries. ONNX Runtime's pre-processing removes the
-    two Transposes and renames the tensors between them (as in DNSMOS)."""
+    -> channels first -> Conv1d(16->8) "conv1" -> Relu -> Conv1d(8->8) "conv2" -> Relu -> ReduceMean -> y
+    (N,8). On log_spectrum_data the power spans decades: int8 steps zero the quiet bins and the log turns that
+    into the largest error of the model, which every later layer then carries. ONNX Runtime's pre-processing
+    removes the two Transposes and renames the tensors between them (as in DNSMOS).
+
+    offset: added to conv1's bias and taken out again by conv2's, so that conv1's output varies by a few
+    units on top of `offset`: its int8 step (the range includes 0) loses the variation, and the error stays
+    unless conv2, which reads the tensor, is in float too. conv2's weights are exact in int8 (per-tensor or
+    per-channel): the error is the activation's, not the weights' times the offset."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(8)
     weights = {"wf": rng.normal(0, 0.2, (16, 1, 32)), "w1": rng.normal(0, 0.3, (8, 16, 3)),
                "b1": rng.normal(0.5, 0.2, 8), "w2": rng.normal(0, 0.3, (8, 8, 1)), "eps": np.array(1e-6)}
+    weights["w2"] = np.round(weights["w2"] / np.abs(weights["w2"]).max() * 127) / 127  # int8 weights: exact
+    weights["b1"] += offset
+    weights["b2"] = -offset * weights["w2"].sum(axis=(1, 2))
     nodes = [helper.make_node("Conv", ["x", "wf"], ["spectrum"], strides=[16], name="frontend"),
              helper.make_node("Transpose", ["spectrum"], ["frames"], perm=[0, 2, 1], name="to_frames"),
              helper.make_node("Mul", ["frames", "frames"], ["power"], name="power"),
@@ -106,7 +114,7 @@ def log_spectrum_model(path: Path) -> Path:
              helper.make_node("Transpose", ["log_power"], ["log_channels"], perm=[0, 2, 1], name="to_channels"),
              helper.make_node("Conv", ["log_channels", "w1", "b1"], ["c1"], pads=[1, 1], name="conv1"),
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
              helper.make_node("ReduceMean", ["r2"], ["y"], axes=[2], keepdims=0, name="mean")]
     graph = helper.make_graph(nodes, "log_spectrum", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 512])],

@@ -366,14 +366,14 @@ def test_keep_float_keeps_the_closest_version_not_the_last(tmp_path):
 
     run.quantize_onnx = scripted_quantize
     int8.write_text("0 layers in float")
-    ranked = [{"node": n} for n in ("a", "b", "c")]
+    ranked = [{"node": n, "tensor": f"{n}_out"} for n in ("a", "b", "c")]  # no readers
     run.artifacts["int8_onnx"] = {"agreement": 0.975, "sha256": sha256_file(int8), "layers": ranked,
                                   "quantization": {"reduce_range": False, "nodes_in_float": []}}
     float_path = quant_models.imbalanced_conv_chain(tmp_path / "float.onnx")  # no Log: no front-end step
     run.keep_sensitive_layers_in_float(float_path, int8, ranked, max_steps=3)
     kept = run.artifacts["int8_onnx"]
     assert kept["agreement"] == 0.98 and kept["quantization"]["nodes_in_float"] == ["a", "b"]
-    assert kept["layers"] == [{"node": "c"}]  # the report ranks what is still int8 in the version kept
+    assert kept["layers"] == ranked[2:]  # the report ranks what is still int8 in the version kept
     assert int8.read_text() == "2 layers in float" and kept["sha256"] == sha256_file(int8)
     assert run.float_layers_tried == 3 and any("got no closer than" in n for n in run.notes)
 
