@@ -64,6 +64,7 @@ class ConvertOptions:
     tflite_weights: str = "auto"  # auto | per-tensor | per-channel
     reduce_range: str = "auto"  # auto | on | off
     keep_float: tuple[str, ...] | str = ()  # ONNX node names, or "auto"
+    keep_float_steps: int = 8  # most re-quantizations "auto" tries
     max_accuracy_drop: float | None = None  # accuracy points, int8 artifacts vs float source
     max_size: int | None = None  # bytes, each int8 artifact
     require_edgetpu_mappable: bool = False
@@ -183,6 +184,7 @@ class _Run:
         self.model_path = Path(model)
         self.int16x8_error: str | None = None  # why int16x8.tflite could not be made
         self.float_layers_tried = 0  # int8 ONNX layers --keep-float auto tried in float
+        self.float_steps_ran_out = False  # it stopped at --keep-float-steps with layers left to try
         self.work = Path(work)  # intermediate files (removed by the caller)
 
     def counter(self, step: str) -> Update | None:
@@ -572,7 +574,12 @@ class _Run:
                 layer = "not measured (--method minmax TFLite has no per-layer report; --format onnx has)"
             measured = f"{closeness(entry)}, {self.shortfall(entry):.2f} points short"
             tried = max(len((entry.get("quantization") or {}).get("nodes_in_float") or []), self.float_layers_tried)
-            if key == "int8_onnx" and tried:
+            if key == "int8_onnx" and tried and self.float_steps_ran_out:
+                steps = self.options.keep_float_steps
+                fix = (f"up to {tried} nodes kept in float in {steps} steps were not enough: --keep-float-steps "
+                       f"{2 * steps} tries the next ranked layers (each step one more quantization), or fp16.onnx "
+                       "on GPU targets")
+            elif key == "int8_onnx" and tried:
                 fix = (f"up to {tried} nodes kept in float were not enough (the error is spread over the model): "
                        "fp16.onnx on GPU targets, or quantization-aware training (not built into edgemm)")
             elif key == "int8_onnx":
@@ -791,12 +798,13 @@ class _Run:
         self.artifacts["int8_onnx"]["fake_quant_sqnr_db"] = fake_metrics["sqnr_db"]
 
     def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, ranked: list[dict],
-                                       max_steps: int = 8) -> None:
+                                       max_steps: int | None = None) -> None:
         """Keeps layers in float until the drop is within budget: first what computes the input of a Log (a
         feature front end, layer_error.before_log), then the worst layers of the report (`ranked`, all of it:
         basic-pitch's 20 worst were all in its front end) one at a time; the version closest to the float model
         is kept (fer_emotion: 97.67 % with none, 96.67 % with 8)."""
         budget = self.options.max_accuracy_drop
+        max_steps = self.options.keep_float_steps if max_steps is None else max_steps
         entry = self.artifacts["int8_onnx"]
         corrected = entry["quantization"].get("bias_correction")
         closest = _Closest(self, "int8_onnx", int8_path)
@@ -826,6 +834,8 @@ class _Run:
             if corrected:
                 entry["quantization"]["bias_correction"] = corrected
             closest.offer()
+        self.float_steps_ran_out = (self.drop(entry) > budget and not max_steps
+                                    and any(n not in excluded for _, nodes in steps for n in nodes))
         if closest.restore():
             kept = len(closest.entry["quantization"]["nodes_in_float"])
             self.notes.append(f"keeping up to {len(excluded)} nodes in float got no closer than "

@@ -99,6 +99,8 @@ def _size(text: str | None) -> int | None:
               help="7-bit ONNX weights; auto turns it on when int8 kernels saturate on this CPU (no VNNI).")
 @click.option("--keep-float", default=None,
               help="ONNX nodes kept in float: comma-separated names, or 'auto' (worst layers until --max-accuracy-drop holds).")
+@click.option("--keep-float-steps", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most re-quantizations --keep-float auto tries (each one more layer in float).")
 @click.option("--max-accuracy-drop", type=float, default=None, help="Gate: most accuracy points an int8 artifact may lose.")
 @click.option("--max-size", default=None, help="Gate: largest int8 artifact, e.g. 600K or 2M.")
 @click.option("--require-edgetpu-mappable", is_flag=True, help="Gate: every op of the int8 TFLite maps to the Edge TPU.")
@@ -142,6 +144,7 @@ def _size(text: str | None) -> int | None:
               "validate them the same way (report rows stock_*, files stock_int8.*; not in the manifest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (it is also written to OUT/report.json).")
 def convert(model, out, calib, val, train, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
+            keep_float_steps,
             max_accuracy_drop, max_size, require_edgetpu_mappable, formats, spec, input_shapes, custom_code, min_agreement, min_sqnr, prune, distill, student, epochs,
             temperature, alpha, target, int16x8, equalize, bias_correction, compare_stock, as_json) -> None:
     """Quantize MODEL to int8 TFLite and int8 ONNX, validate, and apply CI gates.
@@ -171,7 +174,8 @@ def convert(model, out, calib, val, train, calib_samples, method, per_channel, t
         keep = tuple(n.strip() for n in keep_float.split(",") if n.strip())
     options = ConvertOptions(
         calib=calib, val=val, train=train, calib_samples=calib_samples, method=method, per_channel=per_channel,
-        tflite_weights=tflite_weights, reduce_range=reduce_range, keep_float=keep, max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
+        tflite_weights=tflite_weights, reduce_range=reduce_range, keep_float=keep, keep_float_steps=keep_float_steps,
+        max_accuracy_drop=max_accuracy_drop, max_size=_size(max_size),
         require_edgetpu_mappable=require_edgetpu_mappable, formats=wanted, spec=spec,
         input_shapes=tuple(input_shapes), custom_code=custom_code,
         min_agreement=min_agreement, min_sqnr_db=min_sqnr,

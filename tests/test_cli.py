@@ -29,6 +29,15 @@ def test_top_level_help_lists_the_commands():
 
 
 
+@pytest.mark.parametrize("args, hint", [(["--keep-float", "auto"], "needs --max-accuracy-drop"),
+                                        (["--keep-float-steps", "0"], "--keep-float-steps")])
+def test_convert_keep_float_usage_errors(tmp_path, args, hint):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read: usage is checked first")
+    result = CliRunner().invoke(main, ["convert", str(model), "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2 and hint in result.output and not (tmp_path / "out").exists(), result.output
+
+
 # -- quiet by default ------------------------------------------------------------------------------------
 
 _LIBRARY_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d|^WARNING|Warning|warnings\.warn|oneDNN|absl|fully_quantize|"

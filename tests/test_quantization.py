@@ -352,8 +352,9 @@ def test_keep_float_keeps_the_closest_version_not_the_last(tmp_path):
     from converters.convert import ConvertOptions, _Run
     from edgemm.manifest import sha256_file
 
-    run = _Run(tmp_path / "model.onnx", tmp_path, ConvertOptions(keep_float="auto", max_accuracy_drop=0.5),
-               log=lambda line: None, work=tmp_path)
+    run = _Run(tmp_path / "model.onnx", tmp_path,
+               ConvertOptions(keep_float="auto", max_accuracy_drop=0.5, keep_float_steps=3), log=lambda line: None,
+               work=tmp_path)
     run.source_acc = run.ref_acc = None
     int8 = tmp_path / "int8.onnx"
     agreements = iter([0.97, 0.98, 0.96])  # after 1, 2, 3 layers in float
@@ -366,16 +367,19 @@ def test_keep_float_keeps_the_closest_version_not_the_last(tmp_path):
 
     run.quantize_onnx = scripted_quantize
     int8.write_text("0 layers in float")
-    ranked = [{"node": n, "tensor": f"{n}_out"} for n in ("a", "b", "c")]  # no readers
+    ranked = [{"node": n, "tensor": f"{n}_out", "op_type": "Conv", "local_sqnr_db": 20.0}  # no readers
+              for n in ("a", "b", "c", "d")]
     run.artifacts["int8_onnx"] = {"agreement": 0.975, "sha256": sha256_file(int8), "layers": ranked,
                                   "quantization": {"reduce_range": False, "nodes_in_float": []}}
     float_path = quant_models.imbalanced_conv_chain(tmp_path / "float.onnx")  # no Log: no front-end step
-    run.keep_sensitive_layers_in_float(float_path, int8, ranked, max_steps=3)
+    run.keep_sensitive_layers_in_float(float_path, int8, ranked)
     kept = run.artifacts["int8_onnx"]
     assert kept["agreement"] == 0.98 and kept["quantization"]["nodes_in_float"] == ["a", "b"]
     assert kept["layers"] == ranked[2:]  # the report ranks what is still int8 in the version kept
     assert int8.read_text() == "2 layers in float" and kept["sha256"] == sha256_file(int8)
     assert run.float_layers_tried == 3 and any("got no closer than" in n for n in run.notes)
+    (miss,) = run.explain_misses()  # "d" was never tried: more steps is the fix the report names
+    assert run.float_steps_ran_out and miss["layer"].startswith("c ") and "--keep-float-steps 6" in miss["fix"], miss
 
 
 
