@@ -345,6 +345,18 @@ def test_a_miss_where_int16x8_cannot_be_made_suggests_the_mixed_tflite_that_work
                                                                                      arts["int8_tflite"]["sqnr_db"])
 
 
+def test_keep_float_goes_on_until_the_precision_target_not_only_the_budget(tmp_path):
+    """iris_landmark stopped at 29.73 dB: 0.27 "points" short of 30 dB is within a 0.5 budget, yet the report
+    called it a miss. --keep-float auto now goes on while either holds."""
+    from converters.convert import ConvertOptions, _Run
+
+    run = _Run(tmp_path / "m.onnx", tmp_path, ConvertOptions(keep_float="auto", max_accuracy_drop=0.5),
+               log=lambda line: None, work=tmp_path)
+    run.source_acc = run.ref_acc = None
+    assert run.short({"sqnr_db": 29.73}) and not run.short({"sqnr_db": 30.2})
+    assert run.short({"agreement": 0.993}) and not run.short({"agreement": 0.996})
+
+
 def test_keep_float_keeps_the_closest_version_not_the_last(tmp_path):
     """Scripted quantizer (stands in for ONNX Runtime, whose re-quantization with one more float layer can
     move other ranges: fer_emotion went 97.67 % -> 96.67 % with 8 layers in float): the version closest to
