@@ -133,9 +133,9 @@ def _accuracy(heads: dict, reference: dict[str, np.ndarray], labels: np.ndarray 
 
 
 def still_int8(ranked: list[dict], in_float, top: int = 20) -> list[dict]:
-    """The report's per-layer rows: the `top` worst of the ranking (layer_error.layer_errors) that are not
-    kept in float. The ranking is of the int8 ONNX with no layer in float: a layer's own error does not
-    change when others are kept in float, its range does not."""
+    """The report's per-layer rows: the `top` worst of the ranking (layer_error.layer_errors) whose layer is
+    not kept in float. One ranking serves every version: a layer's range, and so its own error, is calibrated
+    on the float model and does not change when other layers are kept in float."""
     in_float = set(in_float)
     return [r for r in ranked if r["node"] not in in_float][:top]
 
@@ -468,9 +468,8 @@ class _Run:
 
     def mixed_tflite(self, graph: saved_model.Graph, lay: layout.ArtifactLayout, max_tensors: int = 8) -> None:
         """mixed.tflite: the int8 TFLite with its worst tensors (by the error their own quantization adds) kept
-        in float, with the ops writing and reading them; 1, 2, 4, then 8 tensors until it is not short (the drop within
-        --max-accuracy-drop and the precision target met). For CPU/GPU TFLite targets; int8.tflite stays full int8 (the Edge TPU has no float
-        ops)."""
+        in float, with the ops writing and reading them; 1, 2, 4, then 8 tensors until it is not `short`. For
+        CPU/GPU TFLite targets; int8.tflite stays full int8 (the Edge TPU has no float ops)."""
         q = self.artifacts["int8_tflite"]["quantization"]
         worst = (q.get("ranges") or {}).get("worst", [])
         if not worst:
@@ -546,7 +545,7 @@ class _Run:
     def short(self, entry: dict) -> bool:
         """What --keep-float auto goes on for: more accuracy lost than --max-accuracy-drop, or short of the
         precision target (iris_landmark stopped at 29.73 dB: within 0.5 of 30 dB, but not 30)."""
-        return self.drop(entry) > self.options.max_accuracy_drop or self.misses(entry)
+        return self.drop(entry) > self.budget() or self.misses(entry)
 
     def budget(self) -> float:
         """Accuracy points an int8 artifact may lose: --max-accuracy-drop, else DEFAULT_BUDGET_POINTS."""
@@ -562,8 +561,8 @@ class _Run:
         """For each int8 artifact short of the precision target (see misses): what it measured, the layer whose
         own quantization adds the most error (the int8 ONNX per-layer report), and the option that would fix
         it; each also becomes a note in the report."""
-        onnx_entry = self.artifacts.get("int8_onnx") or {}
-        worst = next(iter(onnx_entry.get("layers") or []), None)
+        layers = (self.artifacts.get("int8_onnx") or {}).get("layers") or []
+        worst = layers[0] if layers else None
         budget, edgetpu_target = self.budget(), self.for_edgetpu()
         explained = []
         for key in ("int8_tflite", "int8_onnx"):
@@ -804,10 +803,10 @@ class _Run:
 
     def keep_sensitive_layers_in_float(self, float_path: Path, int8_path: Path, ranked: list[dict],
                                        max_steps: int | None = None) -> None:
-        """Keeps layers in float until the drop is within budget and the precision target is met (short): first what computes the input of a Log (a
-        feature front end, layer_error.before_log), then the worst layers of the report (`ranked`, all of it:
-        basic-pitch's 20 worst were all in its front end) one at a time; the version closest to the float model
-        is kept (fer_emotion: 97.67 % with none, 96.67 % with 8)."""
+        """Keeps layers in float while the int8 ONNX is `short`: first what computes the input of a Log (a
+        feature front end, layer_error.before_log), then the tensors of the ranking (`ranked`, all of it:
+        basic-pitch's 20 worst were all in its front end) one at a time, each with its writer and readers; the
+        version closest to the float model is kept (fer_emotion: 97.67 % with none, 96.67 % with 8)."""
         budget = self.options.max_accuracy_drop
         max_steps = self.options.keep_float_steps if max_steps is None else max_steps
         entry = self.artifacts["int8_onnx"]

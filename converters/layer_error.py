@@ -39,16 +39,16 @@ from edgemm.samples import model_ranks, sample
 _EPS = float(np.finfo(float).eps)  # qdq_loss_debug's floor on both norms
 
 
-def _producers_and_readers(model_path: Path) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]]:
-    """Per tensor: (name, op type) of the node writing it; the names of the nodes reading it."""
+def _writers_and_readers(model_path: Path) -> tuple[dict[str, object], dict[str, list]]:
+    """Per tensor of the model: the node writing it; the nodes reading it (onnx NodeProtos)."""
     import onnx
 
-    graph = onnx.load(os.fspath(model_path)).graph
-    readers: dict[str, list[str]] = {}
+    graph = onnx.load(os.fspath(model_path), load_external_data=False).graph
+    readers: dict[str, list] = {}
     for node in graph.node:
         for name in dict.fromkeys(node.input):
-            readers.setdefault(name, []).append(node.name)
-    return {out: (node.name, node.op_type) for node in graph.node for out in node.output}, readers
+            readers.setdefault(name, []).append(node)
+    return {out: node for node in graph.node for out in node.output}, readers
 
 
 def augmented_session(model: Path, work: Path):
@@ -152,13 +152,13 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
     count = min(limit, len(next(iter(samples.values()))))
     with tempfile.TemporaryDirectory(prefix="edgemm-layers-") as tmp:
         reference = onnx_prep.prepare(Path(float_onnx), Path(tmp), per_channel=True).path
-        producers, readers = _producers_and_readers(reference)
+        writers, readers = _writers_and_readers(reference)
         float_session = augmented_session(reference, Path(tmp))
         qdq_session = augmented_session(Path(int8_onnx), Path(tmp))
     float_saved, qdq_saved = saved_outputs(float_session), saved_outputs(qdq_session)
     ranks = model_ranks(float_session.get_inputs())
     pairs = {a: p for a, p in _qdq_pairs(Path(int8_onnx), set(float_saved)).items()
-             if p.post in qdq_saved and a in producers}
+             if p.post in qdq_saved and a in writers}
     if not pairs:  # every layer kept in float (and run([]) would return every output)
         return []
     qdq_names = sorted({qdq_saved[p.post] for p in pairs.values()})
@@ -177,8 +177,9 @@ def layer_errors(float_onnx: Path, int8_onnx: Path, samples: dict[str, np.ndarra
             progress(i + 1, count)
     rows = []
     for tensor in pairs if count else ():
-        node, op_type = producers[tensor]
-        rows.append({"tensor": tensor, "node": node, "op_type": op_type, "readers": readers.get(tensor, []),
+        writer = writers[tensor]
+        rows.append({"tensor": tensor, "node": writer.name, "op_type": writer.op_type,
+                     "readers": [n.name for n in readers.get(tensor, [])],
                      "sqnr_db": round(model_err[tensor].sqnr_db(), 2),
                      "local_sqnr_db": round(local_err[tensor].sqnr_db(), 2)})
     rows.sort(key=lambda r: (r["local_sqnr_db"], r["sqnr_db"]))  # by the error the layer itself adds
@@ -205,30 +206,30 @@ def before_log(float_onnx: Path) -> list[str]:
     into large errors. Measured (int8 ONNX, min/max ranges): DNSMOS 6.5 dB with its layers ranked one by one
     in float, 33.3 dB with the 10 nodes before its Log in float; basic-pitch 6.3 -> 30.3 dB with its CQT (172
     of 236 nodes, mostly reshapes and pads) in float."""
-    import onnx
-
     from converters import onnx_prep
 
     with tempfile.TemporaryDirectory(prefix="edgemm-front-") as tmp:
         prepared = onnx_prep.prepare(Path(float_onnx), Path(tmp), per_channel=True).path
-        graph = onnx.load(os.fspath(prepared), load_external_data=False).graph
-    producers = {out: [node] for node in graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    logs = [node for node in graph.node if node.op_type == "Log" and any(
-        n.op_type in _WEIGHT_LAYERS for n in _walk(node.output, readers, lambda n: n.output))]
-    return [n.name for n in _walk([t for log in logs for t in log.input], producers, lambda n: n.input)][::-1]
+        writers, readers = _writers_and_readers(prepared)
+
+    def downstream(tensor: str) -> list:
+        return readers.get(tensor, [])
+
+    def upstream(tensor: str) -> list:
+        return [writers[tensor]] if tensor in writers else []
+
+    logs = [node for node in writers.values() if node.op_type == "Log" and any(  # a Log has one output
+        n.op_type in _WEIGHT_LAYERS for n in _walk(node.output, downstream, lambda n: n.output))]
+    return [n.name for n in _walk([t for log in logs for t in log.input], upstream, lambda n: n.input)][::-1]
 
 
-def _walk(start, neighbours: dict[str, list], onward) -> list:
-    """The nodes reached from the tensors `start`: neighbours[tensor] are the nodes met at a tensor,
+def _walk(start, neighbours, onward) -> list:
+    """The nodes reached from the tensors `start`: neighbours(tensor) are the nodes met at a tensor,
     onward(node) the tensors to go on from; each node once, in the order met."""
     found: dict[int, object] = {}  # by id: node names may be empty
     wanted = list(start)
     while wanted:
-        for node in neighbours.get(wanted.pop(), []):
+        for node in neighbours(wanted.pop()):
             if id(node) not in found:
                 found[id(node)] = node
                 wanted.extend(onward(node))
