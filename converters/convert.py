@@ -467,41 +467,46 @@ class _Run:
                 self.mixed_tflite(graph, lay)
 
     def mixed_tflite(self, graph: saved_model.Graph, lay: layout.ArtifactLayout, max_tensors: int = 8) -> None:
-        """mixed.tflite: the int8 TFLite with its worst tensors (by the error their own quantization adds) kept
-        in float, with the ops writing and reading them; 1, 2, 4, then 8 tensors until it is not `short`. For
+        """mixed.tflite: the int8 TFLite with ops kept in float until it is not `short`: first the ops that
+        compute a LOG's input (a feature front end, tflite_ranges.before_log), then with them the worst 1, 2,
+        4, 8 tensors (by the error their own quantization adds) with the ops writing and reading them. For
         CPU/GPU TFLite targets; int8.tflite stays full int8 (the Edge TPU has no float ops)."""
         q = self.artifacts["int8_tflite"]["quantization"]
-        worst = (q.get("ranges") or {}).get("worst", [])
-        if not worst:
+        front = (q.get("ranges") or {}).get("before_log", [])
+        worst = [w for w in (q.get("ranges") or {}).get("worst", []) if not set(w["nodes"]) <= set(front)]
+        counts = sorted({min(c, len(worst)) for c in (1, 2, 4, 8) if c <= max_tensors} - {0})
+        plans = ([0] if front else []) + counts
+        if not plans:
             return
         path, budget = self.out / "mixed.tflite", self.options.max_accuracy_drop
         calib = layout.to_artifact(self.calib.inputs, lay.inputs)
         closest = _Closest(self, "mixed_tflite", path)
-        count = 1
-        while True:
+        for count in plans:
             tensors = [w["tensor"] for w in worst[:count]]
-            nodes = tuple(dict.fromkeys(n for w in worst[:count] for n in w["nodes"]))
+            nodes = tuple(dict.fromkeys([*front, *(n for w in worst[:count] for n in w["nodes"])]))
+            what = " and ".join(filter(None, [f"the {len(front)} ops computing a LOG's input" if front else "",
+                                              f"{count} tensors ({', '.join(tensors)})" if count else ""]))
             self.log(f"  int8 TFLite loses {self.drop(self.artifacts['int8_tflite']):.2f} points > {budget}: "
-                     f"mixed.tflite with {len(tensors)} tensors in float ({', '.join(tensors)}; {len(nodes)} ops)")
+                     f"mixed.tflite with {what} in float ({len(nodes)} ops)")
             start = time.perf_counter()
             self.stage("quantize_tflite", export.write_tflite, graph, path, calib, True, "per-channel" in q["weights"],
                        self.counter("calibrating mixed TFLite"), self.options.method, nodes)
             self.record("mixed_tflite", path, "tflite", "mixed", quantize_seconds=round(time.perf_counter() - start, 2),
                         quantization={"scheme": "full-int8 PTQ with layers in float", "weights": q["weights"],
-                                      "method": self.options.method, "tensors_in_float": tensors,
-                                      "nodes_in_float": list(nodes)}, **lay.entry())
+                                      "method": self.options.method, "before_log_in_float": len(front),
+                                      "tensors_in_float": tensors, "nodes_in_float": list(nodes)}, **lay.entry())
             entry = self.validate("mixed_tflite", "litert", path, lay=lay)
             closest.offer()
-            if not self.short(entry) or count >= min(max_tensors, len(worst)):
+            if not self.short(entry):
                 break
-            count *= 2
+        tried = len(nodes)
         if closest.restore():
             entry = self.artifacts["mixed_tflite"]
             nodes = entry["quantization"]["nodes_in_float"]
         if self.distance(entry) >= self.distance(self.artifacts["int8_tflite"]):
             del self.artifacts["mixed_tflite"]
             path.unlink()
-            self.notes.append(f"mixed.tflite not kept: with up to {count} tensors in float it was no closer to the "
+            self.notes.append(f"mixed.tflite not kept: with up to {tried} ops in float it was no closer to the "
                               f"float model than int8.tflite ({closeness(entry)})")
             self.log("  " + self.notes[-1])
             return
@@ -597,8 +602,10 @@ class _Run:
                     f"{self.artifacts[k]['file']} ({closeness(self.artifacts[k])})"
                     for k in ("mixed_tflite", "int16x8_tflite") if k in self.artifacts)
             elif self.int16x8_error:
-                fix = (f"--keep-float auto --max-accuracy-drop {budget} (mixed.tflite: the worst tensors in float), "
-                       f"for CPU/GPU TFLite targets; not int16x8: {self.int16x8_error}")
+                front = len(((entry.get("quantization") or {}).get("ranges") or {}).get("before_log") or [])
+                fix = (f"--keep-float auto --max-accuracy-drop {budget} (mixed.tflite: "
+                       + (f"the {front} ops computing a LOG's input, then " if front else "")
+                       + f"the worst tensors in float), for CPU/GPU TFLite targets; not int16x8: {self.int16x8_error}")
             else:
                 fix = "--int16x8 on, for CPU/GPU TFLite targets"
             explained.append({"artifact": key, "measured": measured, "layer": layer, "fix": fix})

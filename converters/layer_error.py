@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters import graphs
 from edgemm.progress import Update
 from edgemm.samples import model_ranks, sample
 
@@ -219,21 +220,8 @@ def before_log(float_onnx: Path) -> list[str]:
         return [writers[tensor]] if tensor in writers else []
 
     logs = [node for node in writers.values() if node.op_type == "Log" and any(  # a Log has one output
-        n.op_type in _WEIGHT_LAYERS for n in _walk(node.output, downstream, lambda n: n.output))]
-    return [n.name for n in _walk([t for log in logs for t in log.input], upstream, lambda n: n.input)][::-1]
-
-
-def _walk(start, neighbours, onward) -> list:
-    """The nodes reached from the tensors `start`: neighbours(tensor) are the nodes met at a tensor,
-    onward(node) the tensors to go on from; each node once, in the order met."""
-    found: dict[int, object] = {}  # by id: node names may be empty
-    wanted = list(start)
-    while wanted:
-        for node in neighbours(wanted.pop()):
-            if id(node) not in found:
-                found[id(node)] = node
-                wanted.extend(onward(node))
-    return list(found.values())
+        n.op_type in _WEIGHT_LAYERS for n in graphs.walk(node.output, downstream, lambda n: n.output))]
+    return [n.name for n in graphs.walk([t for log in logs for t in log.input], upstream, lambda n: n.input)][::-1]
 
 
 def format_rows(rows: list[dict], top: int = 5) -> list[str]:

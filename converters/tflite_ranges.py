@@ -50,6 +50,51 @@ def _nodes_around(model) -> dict[int, list[str]]:
     return around
 
 
+def before_log(model) -> list[str]:
+    """The ops that compute what a LOG takes, and the LOG, when weight layers follow it (a spectrum, then its
+    log, then the network), by the names `mlir_quantize`'s denylist takes; [] when no LOG is followed by one
+    (a log at the output: what computes its input is the whole model). The TFLite side of
+    converters/layer_error.py before_log: int8 steps zero the small values a log then magnifies."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from converters import graphs
+
+    builtin = schema.BuiltinOperator
+    weight_ops = {builtin.CONV_2D, builtin.DEPTHWISE_CONV_2D, builtin.FULLY_CONNECTED, builtin.TRANSPOSE_CONV,
+                  builtin.BATCH_MATMUL, builtin.CONV_3D}
+    graph = model.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    writers = {int(t): op for op in graph.operators for t in op.outputs if t >= 0}
+    readers: dict[int, list] = {}
+    for op in graph.operators:
+        for t in dict.fromkeys(int(t) for t in op.inputs if t >= 0):
+            readers.setdefault(t, []).append(op)
+
+    def downstream(tensor: int) -> list:
+        return readers.get(tensor, [])
+
+    def upstream(tensor: int) -> list:
+        return [writers[tensor]] if tensor in writers else []
+
+    def outputs(op) -> list[int]:
+        return [int(t) for t in op.outputs if t >= 0]
+
+    def inputs(op) -> list[int]:
+        return [int(t) for t in op.inputs if t >= 0]
+
+    def writers_of(op, code: int) -> list:
+        return [w for t in inputs(op) for w in upstream(t) if codes[w.opcodeIndex] == code]
+
+    def softplus(log) -> bool:
+        """The converter writes a softplus as LOG(ADD(EXP(x), 1)): an activation, not a feature front end."""
+        return any(writers_of(add, builtin.EXP) for add in writers_of(log, builtin.ADD))
+
+    logs = [op for op in graph.operators if codes[op.opcodeIndex] == builtin.LOG and not softplus(op) and any(
+        codes[n.opcodeIndex] in weight_ops for n in graphs.walk(outputs(op), downstream, outputs))]
+    front = graphs.walk([t for log in logs for t in inputs(log)], upstream, inputs)[::-1] + logs
+    return list(dict.fromkeys(graph.tensors[outputs(op)[0]].name.decode() for op in front if outputs(op)))
+
+
 def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int]):
     """run(i): the float calibrated model on sample i, every intermediate tensor of `indices` by index."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -140,4 +185,5 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
     worst = [{"tensor": tensors[i].name.decode(), "own_sqnr_db": round(db, 2), "nodes": nodes.get(i, [])}
              for i, db in sorted(own.items(), key=lambda item: item[1])[:WORST]]
     return variants[kept], ranges.summary(choices) | {
-        "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept, "worst": worst}
+        "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept, "worst": worst,
+        "before_log": before_log(model)}

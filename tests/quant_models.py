@@ -126,6 +126,27 @@ def log_spectrum_model(path: Path, offset: float = 0.0) -> Path:
     return path
 
 
+def log_spectrum_keras(softplus_network: bool = False):
+    """log_spectrum_model's front end and network in Keras, for the TFLite side: x (N,1,512) -> frames ->
+    Conv1D(16, kernel 32, stride 16) "frontend" -> its square -> max(1e-6) -> log -> Conv1D(8, 3) relu ->
+    Conv1D(8, 1) relu -> mean over time -> y (N,8). softplus_network: no log of the power; the network is
+    Dense(16, softplus) -> Dense(8) -> log(+1e-6) instead (the converter writes a softplus as EXP, ADD 1,
+    LOG, and the last log is at the output)."""
+    import keras
+
+    keras.utils.set_random_seed(8)
+    x = keras.Input((1, 512), name="x")
+    spectrum = keras.layers.Conv1D(16, 32, strides=16, use_bias=False, name="frontend")(keras.layers.Permute((2, 1))(x))
+    power = spectrum * spectrum
+    if softplus_network:
+        h = keras.layers.Dense(16, activation="softplus", name="dense1")(keras.layers.Flatten()(power))
+        return keras.Model(x, keras.ops.log(keras.layers.Dense(8, activation="softplus", name="y")(h) + 1e-6))
+    h = keras.layers.Conv1D(8, 3, padding="same", activation="relu", name="conv1")(keras.ops.log(
+        keras.ops.maximum(power, 1e-6)))
+    h = keras.layers.Conv1D(8, 1, activation="relu", name="conv2")(h)
+    return keras.Model(x, keras.layers.GlobalAveragePooling1D(name="y")(h))
+
+
 def log_spectrum_data(n: int, seed: int) -> dict[str, np.ndarray]:
     """Noise at levels from -60 to 0 dB: quiet and loud windows, as a microphone gives them."""
     rng = np.random.default_rng(seed)

@@ -306,6 +306,48 @@ def test_no_front_end_without_a_log_or_when_no_weight_layer_follows_the_log(tmp_
 
 
 @pytest.mark.convert
+def test_tflite_front_end_is_what_computes_a_log_input_when_weight_layers_follow(tmp_path):
+    """The TFLite side of before_log, on the converter's own graphs: the spectrum's ops and the LOG; none for
+    a softplus (written as EXP, ADD 1, LOG, with a Dense after it) or a log at the output."""
+    import tensorflow as tf
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from converters import tflite_ranges
+
+    def front_end(keras_model) -> list[str]:
+        flatbuffer = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+        return tflite_ranges.before_log(flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer)))
+
+    front = front_end(quant_models.log_spectrum_keras())
+    assert any("frontend" in n for n in front) and front[-1].endswith("Log"), front
+    assert not any("conv1" in n or "conv2" in n for n in front), front
+    assert front_end(quant_models.log_spectrum_keras(softplus_network=True)) == []
+
+
+@pytest.mark.convert
+def test_keep_float_auto_keeps_the_tflite_front_end_before_a_log_in_float(tmp_path):
+    """mixed.tflite's first step keeps the ops computing a LOG's input in float (int8 steps zero the quiet
+    bins of a power spectrum and the log magnifies it); int8.tflite stays full int8 for the Edge TPU."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.convert import ConvertOptions, convert
+
+    model, calib, val = _glitchy_files(quant_models.log_spectrum_keras(), tmp_path, output="y",
+                                       data=lambda n, seed: quant_models.log_spectrum_data(n, seed)["x"])
+    options = ConvertOptions(calib=calib, val=val, formats=("tflite",), method="minmax", keep_float="auto",
+                             max_accuracy_drop=0.5, int16x8="off", min_sqnr_db=0.0)
+    report = convert(model, tmp_path / "out", options, log=lambda line: None)
+    int8, mixed = report["artifacts"]["int8_tflite"], report["artifacts"]["mixed_tflite"]
+    front = int8["quantization"]["ranges"]["before_log"]
+    assert mixed["quantization"]["before_log_in_float"] == len(front) > 0, mixed["quantization"]
+    assert mixed["quantization"]["nodes_in_float"] == front  # one step (the ranking alone took three)
+    assert mixed["sqnr_db"] >= 30.0 > int8["sqnr_db"], (int8["sqnr_db"], mixed["sqnr_db"])
+    floats = [d["name"] for d in Interpreter(str(tmp_path / "out" / "int8.tflite")).get_tensor_details()
+              if d["dtype"] == np.float32]
+    assert floats == [], floats  # no float op crept into int8.tflite
+
+
+@pytest.mark.convert
 def test_an_int8_divide_by_zero_is_explained_with_the_op_and_its_divisor(tmp_path):
     """int8 TFLite that LiteRT refuses to run (basic-pitch: "div.cc:262 data[i] != zero_point was not true.
     Node number 167 (DIV) failed to invoke."): the error names the op, its divisor, the divisor's step, why,

@@ -1,0 +1,18 @@
+"""Walking a model graph from tensor to node to tensor, for either format (ONNX nodes, TFLite operators)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+
+def walk(start: Iterable, neighbours: Callable[[object], list], onward: Callable[[object], Iterable]) -> list:
+    """The nodes reached from the tensors `start`: neighbours(tensor) are the nodes met at a tensor,
+    onward(node) the tensors to go on from; each node once, in the order met."""
+    found: dict[int, object] = {}  # by id: node names may be empty, operators are not hashable
+    wanted = list(start)
+    while wanted:
+        for node in neighbours(wanted.pop()):
+            if id(node) not in found:
+                found[id(node)] = node
+                wanted.extend(onward(node))
+    return list(found.values())
