@@ -60,9 +60,11 @@ def rounded(w: np.ndarray, axis: int | None, reduce_range: bool = False) -> np.n
 
 
 def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channel: bool,
-            reduce_range: bool = False) -> int:
+            reduce_range: bool = False, hessian: bool = False) -> int:
     """Writes the bias-corrected model to `target`; returns how many layers were corrected (0: `target` is a
-    copy of `source`). `per_channel` and `reduce_range` must be those the model will be quantized with."""
+    copy of `source`). `per_channel` and `reduce_range` must be those the model will be quantized with.
+    hessian: the weights themselves are first rounded to the quantizer's grid by converters/weight_rounding.py
+    (the model then holds the rounded weights) and the bias corrects that rounding's error."""
     import onnx
     from onnx import numpy_helper
 
@@ -75,7 +77,7 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
     if not layers:
         shutil.copyfile(source, target)
         return 0
-    means, maps = _input_means(model, layers, calib)
+    means, maps, hessians = _input_means(model, layers, calib, hessian)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inits = {t.name: t for t in graph.initializer}
     array = {name: numpy_helper.to_array(t) for name, t in inits.items()}
@@ -88,22 +90,28 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
             bias = array[layer.bias].astype(np.float64) if layer.bias else np.zeros(w.shape[0])
             if layer.norm is not None:
                 w, bias = _fold(w, bias, [array[n] for n in layer.norm.input[1:5]], layer.norm)
-            eps = (rounded(w, 0 if per_channel else None, reduce_range) - w).astype(np.float64)
+            new = _rounded(w.reshape(len(w), -1), 0 if per_channel else None, reduce_range,
+                           hessians.get(id(node))).reshape(w.shape)
+            eps = (new - w).astype(np.float64)
+            w = new if hessian else w
             mean_map = maps.get(node.input[0])
             shift = (_conv_shift(eps, means[(node.input[0], 1)], _attr(node, "group", 1)) if mean_map is None
                      else _conv_response(node, eps, mean_map, opset))
             new_bias = bias - shift
         else:
             trans_b = node.op_type == "Gemm" and _attr(node, "transB", 0)
-            axis = (0 if trans_b else 1) if per_channel else None
-            eps = (rounded(w, axis, reduce_range) - w).astype(np.float64)
+            new = _rounded(w if trans_b else w.T, 0 if per_channel else None, reduce_range, hessians.get(id(node)))
+            new = new if trans_b else new.T
+            eps = (new - w).astype(np.float64)
+            w = new if hessian else w
             shift = means[(node.input[0], _channel_axis(node))] @ (eps.T if trans_b else eps)
             if node.op_type == "Gemm":
                 shift *= _attr(node, "alpha", 1.0) / _attr(node, "beta", 1.0)
             new_bias = array[layer.bias] - shift if layer.bias else -shift  # a scalar or (M, 1) C: per column
         new_bias = new_bias.astype(np.float32)
-        if layer.norm is not None:
+        if layer.norm is not None or hessian:
             _replace(graph, inits, node.input[1], w)
+        if layer.norm is not None:
             node.output[0] = layer.norm.output[0]
         name = layer.bias
         if not name or len(readers.get(name, [])) > 1:  # a shared bias stays as the other readers had it
@@ -121,6 +129,17 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
     _drop_norms(graph, [layer for layer in layers if layer.norm is not None], readers)
     onnx.save(model, str(target))
     return len(layers)
+
+
+def _rounded(w: np.ndarray, axis: int | None, reduce_range: bool, hessian: np.ndarray | None) -> np.ndarray:
+    """A layer's weights (outputs, inputs) as the quantizer rounds them (`rounded`), or, given the layer's
+    E[x x^T] per group (groups, inputs, inputs), as converters/weight_rounding.py rounds them to the same grid."""
+    grid = rounded(w, axis, reduce_range)
+    if hessian is None:
+        return grid
+    from converters import weight_rounding
+
+    return weight_rounding.on_grid(w, hessian, grid, axis, 64 if reduce_range else 127)
 
 
 def _attr(node, name: str, default):
@@ -267,10 +286,13 @@ def _channel_axis(node) -> int:
     return (0 if _attr(node, "transA", 0) else 1) if node.op_type == "Gemm" else -1
 
 
-def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray]) -> tuple[dict, dict]:
+def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray],
+                 hessian: bool = False) -> tuple[dict, dict, dict]:
     """Each layer input's mean per input channel, by (tensor, _channel_axis), over up to SAMPLES calibration
     samples spread over the set and over every other axis; and each Conv input's mean over the samples and the
-    batch alone, (1, C, ...), where every sample gives it the same shape.
+    batch alone, (1, C, ...), where every sample gives it the same shape. With `hessian`, also each layer's
+    E[x x^T] per group by id(node) (converters/weight_rounding.py), for the layers whose matrices fit in
+    weight_rounding.MAX_HESSIAN_BYTES together (the others keep nearest rounding).
 
     The inputs are extra outputs of the float model that keep their shapes: the channel axis of a tensor
     whose batch axis is not 1 cannot be found in qdq_loss_debug's flattened copies (layer_error)."""
@@ -293,11 +315,17 @@ def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray]) -> t
     arrays = {k: v for k, v in calib.items() if k in ranks}
     count = len(next(iter(arrays.values())))
     picks = np.unique(np.linspace(0, count - 1, min(SAMPLES, count)).round().astype(int))
+    hessians: dict[int, tuple] = {}
     sums = {key: 0.0 for key in keys}
     maps: dict[str, np.ndarray | None] = {}
+    products = _hessian_layers(model, layers) if hessian else {}
     for i in picks:
         feed = sample(arrays, int(i), ranks)
         values = feed | (dict(zip(fetched, session.run(fetched, feed), strict=True)) if fetched else {})
+        for layer, inputs in products.values():
+            x = inputs(np.asarray(values[layer.node.input[0]], np.float64))
+            layer_sums = hessians.get(id(layer.node), (0.0, 0))
+            hessians[id(layer.node)] = (layer_sums[0] + np.einsum("mgk,mgl->gkl", x, x), layer_sums[1] + len(x))
         for name in convs:
             mean = np.asarray(values[name], np.float64).mean(0, keepdims=True)
             if name not in maps:
@@ -308,4 +336,30 @@ def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray]) -> t
             value = np.moveaxis(np.asarray(values[name], np.float64), axis, -1)
             sums[(name, axis)] = sums[(name, axis)] + value.reshape(-1, value.shape[-1]).mean(0)
     return ({key: total / len(picks) for key, total in sums.items()},
-            {name: total / len(picks) for name, total in maps.items() if total is not None})
+            {name: total / len(picks) for name, total in maps.items() if total is not None},
+            {key: total / max(n, 1) for key, (total, n) in hessians.items()})
+
+
+def _hessian_layers(model, layers: list[_Layer]) -> dict[int, tuple]:
+    """id(node) -> (layer, x -> its inputs as (rows, groups, inputs)) for the layers weight_rounding rounds:
+    Conv with explicit pads, Gemm, MatMul, while their E[x x^T] fit in MAX_HESSIAN_BYTES."""
+    from functools import partial
+
+    from converters import weight_rounding
+
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    chosen, budget = {}, weight_rounding.MAX_HESSIAN_BYTES
+    for layer in layers:
+        node, shape = layer.node, dims[layer.node.input[1]]
+        if node.op_type == "Conv":
+            if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+                continue
+            group = _attr(node, "group", 1)
+            inputs, size = partial(weight_rounding.patches, node, kernel=shape[2:], group=group), int(np.prod(shape[1:]))
+        else:
+            inputs = partial(weight_rounding.rows, axis=_channel_axis(node))
+            group, size = 1, shape[0] if node.op_type == "MatMul" or not _attr(node, "transB", 0) else shape[1]
+        if group * size * size * 8 <= budget:
+            budget -= group * size * size * 8
+            chosen[id(node)] = (layer, inputs)
+    return chosen

@@ -201,3 +201,43 @@ def biased_images(n: int, seed: int) -> dict[str, np.ndarray]:
     """Inputs with a clearly non-zero mean (pixels in [0.25, 1]): the weights' rounding errors, times the
     mean, shift the outputs."""
     return {"x": np.random.default_rng(seed).uniform(0.25, 1, (n, 4, 16, 16)).astype(np.float32)}
+
+
+def smooth_conv_chain(path: Path) -> Path:
+    """Conv1d(1->16, kernel 9) -> Relu -> Conv1d(16->16, kernel 5) -> Relu -> Conv1d(16->8, kernel 3), "same"
+    padding, on smooth_signals: neighbouring inputs are correlated (as a picture's or a spectrum's are), and
+    one weight of each output channel is 6x the others, so that the per-channel int8 step is coarse for the
+    rest. Nearest rounding's errors add up in the output; rounding that sees the inputs' correlation
+    (converters/weight_rounding.py) cancels most of them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    shapes = {"w1": (16, 1, 9), "w2": (16, 16, 5), "w3": (8, 16, 3)}
+    weights = {}
+    for name, shape in shapes.items():
+        w = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)
+        flat = w.reshape(shape[0], -1)
+        flat[np.arange(shape[0]), rng.integers(0, flat.shape[1], shape[0])] *= 6
+        weights[name] = w.astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[4, 4], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[2, 2], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], pads=[1, 1], name="conv3")]
+    graph = helper.make_graph(nodes, "smooth_chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 256])],
+                              [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def smooth_signals(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Random walks smoothed by a 16-tap moving average, one per sample: x (n, 1, 256)."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 1, (n, 256 + 15)), axis=1)
+    smooth = np.stack([np.convolve(w, np.ones(16) / 16, mode="valid") for w in walk])
+    smooth -= smooth.mean(axis=1, keepdims=True)
+    return {"x": (smooth / smooth.std(axis=1, keepdims=True))[:, None, :].astype(np.float32)}
