@@ -62,7 +62,6 @@ def peak_data(n: int, seed: int) -> np.ndarray:
 def imbalanced_conv_chain(path: Path) -> Path:
     """Conv(3->16) -> ReLU -> depthwise Conv(16) -> ReLU -> Conv(16->8), output channels of the first two
     scaled by factors from 0.02 to 50 (what batch-norm folding leaves in real mobile networks)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(5)
@@ -79,10 +78,7 @@ def imbalanced_conv_chain(path: Path) -> Path:
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
                               [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (w3, "w3"))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path, 13)
 
 
 def log_spectrum_model(path: Path, offset: float = 0.0) -> Path:
@@ -97,7 +93,6 @@ def log_spectrum_model(path: Path, offset: float = 0.0) -> Path:
     units on top of `offset`: its int8 step (the range includes 0) loses the variation, and the error stays
     unless conv2, which reads the tensor, is in float too. conv2's weights are exact in int8 (per-tensor or
     per-channel): the error is the activation's, not the weights' times the offset."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(8)
@@ -120,10 +115,7 @@ def log_spectrum_model(path: Path, offset: float = 0.0) -> Path:
     graph = helper.make_graph(nodes, "log_spectrum", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 512])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path, 17)
 
 
 def log_spectrum_keras(softplus_network: bool = False):
@@ -161,7 +153,6 @@ def biased_conv_bn_gemm(path: Path, outlier: float = 2.0) -> Path:
     """Conv(4->16, one weight `outlier` x the others' largest: it sets the per-tensor step) -> ReLU -> depthwise Conv(16,
     channel ranges over 30x, no bias) -> BatchNormalization -> ReLU -> Conv 1x1(16->8, no bias) = `y`
     -> GlobalAveragePool -> Flatten -> Gemm(transB, no C) = `logits`."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(2)
@@ -191,10 +182,7 @@ def biased_conv_bn_gemm(path: Path, outlier: float = 2.0) -> Path:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16]),
                                helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])],
                               [numpy_helper.from_array(a, n) for n, a in arrays.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path, 13)
 
 
 def biased_images(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -209,7 +197,6 @@ def smooth_conv_chain(path: Path) -> Path:
     one weight of each output channel is 6x the others, so that the per-channel int8 step is coarse for the
     rest. Nearest rounding's errors add up in the output; rounding that sees the inputs' correlation
     (converters/weight_rounding.py) cancels most of them."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(11)
@@ -228,10 +215,7 @@ def smooth_conv_chain(path: Path) -> Path:
     graph = helper.make_graph(nodes, "smooth_chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 256])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 256])],
                               [numpy_helper.from_array(v, k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path, 13)
 
 
 def smooth_signals(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -241,3 +225,14 @@ def smooth_signals(n: int, seed: int) -> dict[str, np.ndarray]:
     smooth = np.stack([np.convolve(w, np.ones(16) / 16, mode="valid") for w in walk])
     smooth -= smooth.mean(axis=1, keepdims=True)
     return {"x": (smooth / smooth.std(axis=1, keepdims=True))[:, None, :].astype(np.float32)}
+
+
+def _save(graph, path: Path, opset: int) -> Path:
+    """An ONNX model of `graph` at `path` (IR 8, which this onnxruntime reads)."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
