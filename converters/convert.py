@@ -416,6 +416,22 @@ class _Run:
         return self.stage("onnx2tf", onnx_tflite.to_saved_model, source, self.work / "onnx2tf", self.log,
                           keep_layout=self.source.kind == "tflite")
 
+    def float_onnx(self) -> Path:
+        """The source as a float ONNX, made once: the source itself, or exported with tf2onnx."""
+        source, path = self.source, self.work / "float.onnx"
+        if source.kind == "onnx":
+            return source.graph
+        if source.kind == "tflite":
+            return self.onnx_of_tflite()
+        if not path.exists() and source.kind == "keras":
+            self.log("exporting float ONNX (tf2onnx)")
+            self.stage("export_onnx", export.write_onnx_from_keras, source.keras_model, path)
+        elif not path.exists():
+            self.log(f"exporting float ONNX from the {source.format} (tf2onnx)")
+            self.stage("export_onnx", export.write_onnx_from_tf, source.graph, source.kind, path,
+                       [t.name for t in source.inputs], [t.name for t in source.outputs])
+        return path
+
     def onnx_of_tflite(self) -> Path:
         """The float ONNX of a .tflite source (tf2onnx), made once for both formats."""
         path = self.work / "from_tflite.onnx"
@@ -631,8 +647,7 @@ class _Run:
             self.notes.append(f"{e} (int16x8 skipped)")
             self.log("  " + self.notes[-1])
             return
-        if (self.misses(self.artifacts["int16x8_tflite"]) and self.source.kind == "onnx"
-                and self.options.bias_correction != "off"):
+        if self.misses(self.artifacts["int16x8_tflite"]) and self.options.bias_correction != "off":
             self.int16x8_rounded()
 
     def write_int16x8(self, graph: saved_model.Graph, lay: layout.ArtifactLayout, **quantization) -> None:
@@ -647,22 +662,28 @@ class _Run:
         self.validate("int16x8_tflite", "litert", path, lay=lay)
 
     def int16x8_rounded(self) -> None:
-        """int16x8.tflite again from the source ONNX with its weights rounded to TFLite's per-channel int8 grid
-        by converters/weight_rounding.py and its biases corrected for it (bias_correction.correct): with 16-bit
-        activations the weights' rounding is most of the error (openWakeWord's embedding, weights alone:
-        22.6 dB rounded to nearest, 38.3 dB). Kept if closer to the float model."""
+        """int16x8.tflite again from the float ONNX with its weights rounded to TFLite's per-channel int8 grid
+        by converters/weight_rounding.py and its biases corrected for it (bias_correction.correct), through
+        onnx2tf: with 16-bit activations the weights' rounding is most of the error (openWakeWord's embedding,
+        weights alone: 22.6 dB rounded to nearest, 38.3 dB). Kept if closer to the float model. An ONNX
+        exported from a TensorFlow or TFLite source is channels-last already: its layout is kept."""
         from converters import bias_correction, onnx_tflite
 
         rounded = self.work / "int16x8_weights.onnx"
-        layers = self.stage("weight_rounding", bias_correction.correct, self.source.graph, rounded, self.calib.inputs,
-                            True, False, True)
+        try:
+            layers = self.stage("weight_rounding", bias_correction.correct, self.float_onnx(), rounded,
+                                self.calib.inputs, True, False, True)
+        except InputError as e:  # a source tf2onnx cannot export
+            self.notes.append(f"int16x8 TFLite with rounded weights not made: {e}")
+            return
         if not layers:
             return
         self.log(f"  int16x8 TFLite {closeness(self.artifacts['int16x8_tflite'])}: again with the weights of {layers} "
                  "layers rounded to the int8 grid by their inputs' statistics (GPTQ) and biases corrected")
         try:
-            graph, lay = self.stage("onnx2tf", onnx_tflite.to_saved_model, dataclasses.replace(self.source, graph=rounded),
-                                    self.work / "onnx2tf_rounded", self.log)
+            graph, lay = self.stage("onnx2tf", onnx_tflite.to_saved_model,
+                                    dataclasses.replace(self.source, kind="onnx", graph=rounded),
+                                    self.work / "onnx2tf_rounded", self.log, keep_layout=self.source.kind != "onnx")
         except InputError as e:
             self.notes.append(f"int16x8 TFLite with rounded weights not made: {e}")
             return
@@ -716,20 +737,8 @@ class _Run:
     def onnx(self) -> None:
         o = self.options
         float_path, int8_path = self.out / "float.onnx", self.out / "int8.onnx"
-        source = self.source
-        if source.kind == "keras":
-            self.log("exporting float ONNX (tf2onnx)")
-            self.stage("export_onnx", export.write_onnx_from_keras, source.keras_model, float_path)
-        elif source.kind == "saved_model":
-            self.log(f"exporting float ONNX from the {source.format} (tf2onnx)")
-            self.stage("export_onnx", export.write_onnx_from_tf, source.graph, source.kind, float_path,
-                       [t.name for t in source.inputs], [t.name for t in source.outputs])
-        elif source.kind == "tflite":
-            with atomic_path(float_path) as tmp:
-                shutil.copyfile(self.onnx_of_tflite(), tmp)
-        else:
-            with atomic_path(float_path) as tmp:
-                shutil.copyfile(source.graph, tmp)
+        with atomic_path(float_path) as tmp:
+            shutil.copyfile(self.float_onnx(), tmp)
         self.record("float_onnx", float_path, "onnx", "float32")
         self.validate("float_onnx", "ort-cpu", float_path)
 
