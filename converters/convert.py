@@ -508,8 +508,9 @@ class _Run:
             self.stage("quantize_tflite", export.write_tflite, graph, path, calib, True, "per-channel" in q["weights"],
                        self.counter("calibrating mixed TFLite"), self.options.method, nodes)
             self.record("mixed_tflite", path, "tflite", "mixed", quantize_seconds=round(time.perf_counter() - start, 2),
-                        quantization={"scheme": "full-int8 PTQ with layers in float", "weights": q["weights"],
-                                      "method": self.options.method, "before_log_in_float": len(front),
+                        quantization={"scheme": "int8 PTQ with layers in float", "weights": q["weights"],
+                                      "io": "float32", "method": self.options.method,
+                                      "before_log_in_float": len(front),
                                       "tensors_in_float": tensors, "nodes_in_float": list(nodes)}, **lay.entry())
             entry = self.validate("mixed_tflite", "litert", path, lay=lay)
             closest.offer()

@@ -114,7 +114,9 @@ def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, 
     name goes through converters/tflite_ranges.py, which also ranks the layers by their own error: "auto"
     chooses each tensor's range, "minmax", "entropy" and "percentile" use that method for every tensor.
     Returns what tflite_ranges measured (None for the converter's own).
-    float_nodes: ops to leave in float (tflite_ranges.quantize)."""
+    float_nodes: ops to leave in float (tflite_ranges.quantize); the model's inputs and outputs are then float
+    too (for CPU/GPU targets: an int8 input quantizes a waveform before a front end kept in float could help,
+    and DNSMOS's quiet speech is lost there)."""
     chosen = None
     try:
         converter = tflite_converter(graph, calib, full_int8, per_channel, progress)
@@ -124,7 +126,8 @@ def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, 
             from converters import ranges, tflite_ranges
 
             methods = ranges.CANDIDATES if method == "auto" else (method or "minmax",)
-            flatbuffer, chosen = tflite_ranges.quantize(converter, calib, per_channel, tf.int8, tf.int8, progress,
+            io = tf.float32 if float_nodes else tf.int8  # float ops at an end: no int8 step on the waveform
+            flatbuffer, chosen = tflite_ranges.quantize(converter, calib, per_channel, io, io, progress,
                                                         methods, float_nodes)
         else:
             flatbuffer = converter.convert()
