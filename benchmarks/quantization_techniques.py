@@ -9,11 +9,13 @@ int8 output SQNR (dB) against the float model on held-out samples, with the tech
                      before and after converters/equalize.py, quantized by ONNX Runtime with per-tensor and
                      per-channel weights
   int16x8            the Dense model's int8 TFLite against its int16x8 TFLite (export.write_tflite_int16x8)
-  layers in float    the Dense model's int8 TFLite against the same with its worst tensor (quantization.ranges.worst)
-                     and the ops around it left in float, as mixed.tflite is made
+  front end in float a Keras spectrum -> log -> Conv1D model's int8 TFLite against the same with the ops computing
+                     its LOG's input in float (tflite_ranges.before_log), as mixed.tflite's first step makes it
   bias correction    an ONNX Conv -> depthwise Conv -> BN -> Conv -> Gemm model with one outlier weight, before
                      and after converters/bias_correction.py, quantized by ONNX Runtime (min/max ranges) with
                      per-tensor and per-channel weights; worst of its two outputs
+  weight rounding    a Conv chain on smooth signals with 16-bit activations, its weights rounded to nearest
+                     against converters/weight_rounding.py's rounding with bias correction
 What the same techniques do on real third-party models: the quantization_zoo section.
 """
 
@@ -57,10 +59,6 @@ def dense_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
     for method in ("minmax", "auto"):
         chosen[method] = export.write_tflite(graph, tmp / f"{method}.tflite", {"x": calib}, True, True, method=method)
         tflite[method] = sqnr_db(reference, _litert(tmp / f"{method}.tflite", val))
-    worst = chosen["minmax"]["worst"][0]  # the tensor whose own quantization costs most, with its ops
-    export.write_tflite(graph, tmp / "mixed.tflite", {"x": calib}, True, True, method="minmax",
-                        float_nodes=tuple(worst["nodes"]))
-    mixed = sqnr_db(reference, _litert(tmp / "mixed.tflite", val))
     float_onnx = export.write_onnx_from_keras(model, tmp / "float.onnx")
     onnx = {m: sqnr_db(reference, _ort(export.write_onnx_int8(float_onnx, tmp / f"{m}.onnx", {"x": calib},
                                                               method=m).path, val)) for m in ("minmax", "auto")}
@@ -68,9 +66,22 @@ def dense_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
     int16 = sqnr_db(reference, _litert(tmp / "int16x8.tflite", val))
     return [("activation ranges (min/max -> auto)", "int8 TFLite", tflite["minmax"], tflite["auto"]),
             ("activation ranges (min/max -> auto)", "int8 ONNX", onnx["minmax"], onnx["auto"]),
-            ("int16x8 activations (int8 -> int16x8)", "TFLite", tflite["auto"], int16),
-            (f"worst tensor kept in float ({len(worst['nodes'])} ops, min/max ranges)", "mixed TFLite",
-             tflite["minmax"], mixed)]
+            ("int16x8 activations (int8 -> int16x8)", "TFLite", tflite["auto"], int16)]
+
+
+def front_end_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
+    """The log-spectrum Keras model's int8 TFLite against the same with the ops computing its LOG's input in
+    float (float inputs and outputs), as mixed.tflite's first step makes it."""
+    model = quant_models.log_spectrum_keras()
+    calib, val = quant_models.log_spectrum_data(200, 1)["x"], quant_models.log_spectrum_data(200, 2)["x"]
+    reference = model.predict(val, verbose=0)
+    graph = saved_model.Graph(export.export_saved_model(model, tmp / "spectrum"), [Tensor("x", (1, 1, 512), "float32")])
+    chosen = export.write_tflite(graph, tmp / "spectrum.tflite", {"x": calib}, True, True, method="minmax")
+    export.write_tflite(graph, tmp / "spectrum_mixed.tflite", {"x": calib}, True, True, method="minmax",
+                        float_nodes=tuple(chosen["before_log"]))
+    return [(f"front end before a LOG kept in float ({len(chosen['before_log'])} ops, min/max ranges)",
+             "mixed TFLite", sqnr_db(reference, _litert(tmp / "spectrum.tflite", val)),
+             sqnr_db(reference, _litert(tmp / "spectrum_mixed.tflite", val)))]
 
 
 def equalisation_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
@@ -113,6 +124,33 @@ def bias_correction_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
     return rows
 
 
+def weight_rounding_rows(tmp: Path) -> list[tuple[str, str, float, float]]:
+    """The smooth Conv chain with 16-bit activations (ONNX Runtime's int16 QDQ, what int16x8 TFLite computes)
+    and per-channel int8 weights: the model as given, and its weights rounded by converters/weight_rounding.py
+    with the bias corrected (what int16x8.tflite is made from when it misses)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    source = quant_models.smooth_conv_chain(tmp / "smooth.onnx")
+    calib, val = quant_models.smooth_signals(100, 1), quant_models.smooth_signals(100, 2)
+    bias_correction.correct(source, tmp / "rounded.onnx", calib, per_channel=True, hessian=True)
+    reference = _ort(source, val["x"])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.samples = iter(calib["x"])
+
+        def get_next(self):
+            return next(({"x": x[None]} for x in self.samples), None)
+
+    sqnr = {}
+    for name, model in (("nearest", source), ("rounded", tmp / "rounded.onnx")):
+        quantize_static(str(model), str(tmp / f"{name}_a16.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt16, weight_type=QuantType.QInt8, per_channel=True)
+        sqnr[name] = sqnr_db(reference, _ort(tmp / f"{name}_a16.onnx", val["x"]))
+    return [("weight rounding (GPTQ) and bias correction", "16-bit activations, per-channel int8 weights",
+             sqnr["nearest"], sqnr["rounded"])]
+
+
 def _ort_all(path: Path, feeds: np.ndarray) -> list[np.ndarray]:
     """Every output of the model, one sample at a time."""
     import onnxruntime as ort
@@ -128,7 +166,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgemm-techniques-") as tmp:
-        rows = dense_rows(Path(tmp)) + equalisation_rows(Path(tmp)) + bias_correction_rows(Path(tmp))
+        rows = (dense_rows(Path(tmp)) + front_end_rows(Path(tmp)) + equalisation_rows(Path(tmp))
+                + bias_correction_rows(Path(tmp)) + weight_rounding_rows(Path(tmp)))
     lines = ["## Quantization techniques on the models built to need them", "",
              f"Command: `{COMMAND}`. Output SQNR in dB against the float model on held-out samples (higher is "
              "better); models from tests/quant_models.py, the same the tests use.", "",
