@@ -617,7 +617,8 @@ class _Run:
             elif "int16x8_tflite" in self.artifacts or "mixed_tflite" in self.artifacts:
                 fix = "on CPU/GPU targets run " + " or ".join(
                     f"{self.artifacts[k]['file']} ({closeness(self.artifacts[k])})"
-                    for k in ("mixed_tflite", "int16x8_tflite") if k in self.artifacts)
+                    for k in sorted((k for k in ("mixed_tflite", "int16x8_tflite") if k in self.artifacts),
+                                    key=lambda k: self.distance(self.artifacts[k])))
             elif self.int16x8_error:
                 front = len(((entry.get("quantization") or {}).get("ranges") or {}).get("before_log") or [])
                 fix = (f"--keep-float auto --max-accuracy-drop {budget} (mixed.tflite: "
@@ -648,18 +649,21 @@ class _Run:
             self.notes.append(f"{e} (int16x8 skipped)")
             self.log("  " + self.notes[-1])
             return
+        if float_ops := self.artifacts["int16x8_tflite"]["quantization"]["float_ops"]:
+            self.notes.append(f"int16x8 TFLite: {', '.join(float_ops)} run in float (no 16x8 kernel)")
         if self.misses(self.artifacts["int16x8_tflite"]) and self.options.bias_correction != "off":
             self.int16x8_rounded()
 
     def write_int16x8(self, graph: saved_model.Graph, lay: layout.ArtifactLayout, **quantization) -> None:
         path = self.out / "int16x8.tflite"
         start = time.perf_counter()
-        self.stage("quantize_tflite", export.write_tflite_int16x8, graph, path,
-                   layout.to_artifact(self.calib.inputs, lay.inputs), self.counter("calibrating int16x8 TFLite"))
+        float_ops = self.stage("quantize_tflite", export.write_tflite_int16x8, graph, path,
+                               layout.to_artifact(self.calib.inputs, lay.inputs),
+                               self.counter("calibrating int16x8 TFLite"))
         self.record("int16x8_tflite", path, "tflite", "int16x8", quantize_seconds=round(time.perf_counter() - start, 2),
                     quantization={"scheme": "int16x8 PTQ", "weights": "int8 per-channel symmetric",
-                                  "activations": "int16 per-tensor symmetric", "io": "float32"} | quantization,
-                    **lay.entry())
+                                  "activations": "int16 per-tensor symmetric", "io": "float32",
+                                  "float_ops": float_ops} | quantization, **lay.entry())
         self.validate("int16x8_tflite", "litert", path, lay=lay)
 
     def int16x8_rounded(self) -> None:

@@ -140,21 +140,42 @@ def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, 
     return chosen
 
 
-def write_tflite_int16x8(graph, path: Path, calib: dict[str, np.ndarray], progress: Update | None = None) -> Path:
+def write_tflite_int16x8(graph, path: Path, calib: dict[str, np.ndarray], progress: Update | None = None) -> list[str]:
     """TFLite with 16-bit activations and 8-bit weights (the converter's int16x8 mode), float inputs and
     outputs: 256 times finer activation steps than int8, for CPU/GPU targets where int8 loses too much.
-    The Edge TPU runs int8 only. Ops without int16x8 kernels make the conversion fail, with the op named."""
+    The Edge TPU runs int8 only. Ops without int16x8 kernels (SQRT, PRELU, ...) stay in float, with
+    quantize/dequantize around them (TFLITE_BUILTINS beside the 16x8 set: the converter's documented
+    fallback). Returns those ops' names, [] when every op computes in 16x8."""
     import tensorflow as tf
 
     converter = tflite_converter(graph, calib, full_int8=False, progress=progress)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
         flatbuffer = converter.convert()
-    except Exception as e:  # ConverterError, RuntimeError: an op without an int16x8 kernel
+    except Exception as e:  # ConverterError, RuntimeError
         raise InputError(f"int16x8 TFLite conversion failed: {str(e).strip().splitlines()[0][:300]}") from None
     with atomic_path(path) as tmp:
         tmp.write_bytes(flatbuffer)
-    return path
+    return _float_ops(flatbuffer)
+
+
+def _float_ops(flatbuffer: bytes) -> list[str]:
+    """The builtin ops of a TFLite model that compute in float (a float32 input), once each, by name."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    graph = model.subgraphs[0]
+    found = []
+    for op in graph.operators:
+        c = model.operatorCodes[op.opcodeIndex]
+        name = names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM")
+        if name not in ("QUANTIZE", "DEQUANTIZE") and any(
+                i >= 0 and graph.tensors[i].type == schema.TensorType.FLOAT32 for i in op.inputs):
+            found.append(name)
+    return list(dict.fromkeys(found))
 
 
 def write_onnx_from_keras(keras_model, path: Path) -> Path:
