@@ -325,7 +325,8 @@ def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray],
         for layer, inputs in products.values():
             x = inputs(np.asarray(values[layer.node.input[0]], np.float64))
             layer_sums = hessians.get(id(layer.node), (0.0, 0))
-            hessians[id(layer.node)] = (layer_sums[0] + np.einsum("mgk,mgl->gkl", x, x), layer_sums[1] + len(x))
+            by_group = x.transpose(1, 0, 2)  # (groups, rows, inputs): one BLAS product per group
+            hessians[id(layer.node)] = (layer_sums[0] + by_group.transpose(0, 2, 1) @ by_group, layer_sums[1] + len(x))
         for name in convs:
             mean = np.asarray(values[name], np.float64).mean(0, keepdims=True)
             if name not in maps:
