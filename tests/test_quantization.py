@@ -441,6 +441,28 @@ def test_keep_float_keeps_the_closest_version_not_the_last(tmp_path):
 
 
 
+def test_a_tflite_miss_names_only_artifacts_that_meet_the_target(tmp_path):
+    """DNSMOS: int16x8.tflite was made but missed too (6.8 dB: its power spectrum spans more than 16 bits), and
+    the fix said "run int16x8.tflite"; it now names --keep-float auto (mixed.tflite, its front end first),
+    and names a made artifact only when it meets the target."""
+    from converters.convert import ConvertOptions, _Run
+
+    run = _Run(tmp_path / "m.onnx", tmp_path, ConvertOptions(), log=lambda line: None, work=tmp_path)
+    run.source_acc = run.ref_acc = None
+    front = {"quantization": {"ranges": {"before_log": ["stft", "power", "log"], "worst": []}}}
+    run.artifacts = {"int8_tflite": {"sqnr_db": 6.5, "file": "int8.tflite", **front},
+                     "int16x8_tflite": {"sqnr_db": 6.8, "file": "int16x8.tflite"}}
+    (miss,) = run.explain_misses()
+    assert miss["fix"].startswith("--keep-float auto") and "the 3 ops computing a LOG's input" in miss["fix"], miss
+    assert "int16x8.tflite (SQNR 6.8 dB) misses it too" in miss["fix"], miss
+    run.artifacts["mixed_tflite"] = {"sqnr_db": 32.4, "file": "mixed.tflite"}
+    (miss,) = run.explain_misses()
+    assert miss["fix"] == "on CPU/GPU targets run mixed.tflite (SQNR 32.4 dB)", miss
+    run.artifacts["mixed_tflite"]["sqnr_db"] = 16.7
+    (miss,) = run.explain_misses()
+    assert miss["fix"].startswith("none found: closest on CPU/GPU targets mixed.tflite (SQNR 16.7 dB)"), miss
+
+
 @pytest.mark.convert
 def test_keep_float_auto_never_ships_an_int8_onnx_further_from_the_float_model(dense_model, tmp_path):
     """--keep-float auto on the glitchy model with per-tensor weights: keeping its worst layer (the Relu) in
