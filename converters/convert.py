@@ -423,10 +423,12 @@ class _Run:
             return source.graph
         if source.kind == "tflite":
             return self.onnx_of_tflite()
-        if not path.exists() and source.kind == "keras":
+        if path.exists():
+            return path
+        if source.kind == "keras":
             self.log("exporting float ONNX (tf2onnx)")
             self.stage("export_onnx", export.write_onnx_from_keras, source.keras_model, path)
-        elif not path.exists():
+        else:
             self.log(f"exporting float ONNX from the {source.format} (tf2onnx)")
             self.stage("export_onnx", export.write_onnx_from_tf, source.graph, source.kind, path,
                        [t.name for t in source.inputs], [t.name for t in source.outputs])
@@ -687,17 +689,13 @@ class _Run:
         from converters import bias_correction, onnx_tflite
 
         rounded = self.work / "int16x8_weights.onnx"
-        try:
+        try:  # tf2onnx or onnx2tf may refuse a model
             layers = self.stage("weight_rounding", bias_correction.correct, self.float_onnx(), rounded,
                                 self.calib.inputs, True, False, True)
-        except InputError as e:  # a source tf2onnx cannot export
-            self.notes.append(f"int16x8 TFLite with rounded weights not made: {e}")
-            return
-        if not layers:
-            return
-        self.log(f"  int16x8 TFLite {closeness(self.artifacts['int16x8_tflite'])}: again with the weights of {layers} "
-                 "layers rounded to the int8 grid by their inputs' statistics (GPTQ) and biases corrected")
-        try:
+            if not layers:
+                return
+            self.log(f"  int16x8 TFLite {closeness(self.artifacts['int16x8_tflite'])}: again with the weights of "
+                     f"{layers} layers rounded to the int8 grid by their inputs' statistics (GPTQ), biases corrected")
             graph, lay = self.stage("onnx2tf", onnx_tflite.to_saved_model,
                                     dataclasses.replace(self.source, kind="onnx", graph=rounded),
                                     self.work / "onnx2tf_rounded", self.log, keep_layout=self.source.kind != "onnx")

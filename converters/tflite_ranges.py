@@ -31,22 +31,32 @@ def _statistics(model) -> dict[int, object]:
             and len(t.quantization.min) == 1}
 
 
-def _nodes_around(model) -> dict[int, list[str]]:
-    """Tensor index -> the ops that write and read it, by the names `mlir_quantize`'s denylist takes (an op's
-    first output tensor's name), the writer first. Keeping a tensor in float takes all of them: an op left in
-    float alone still hands an int8 reader a quantized tensor."""
-    graph = model.subgraphs[0]
-    around: dict[int, list[str]] = {}
+def _links(graph) -> tuple[dict[int, object], dict[int, list]]:
+    """Per tensor index of a subgraph: the op writing it; the ops reading it, each once, in graph order."""
+    writers = {int(t): op for op in graph.operators for t in op.outputs if t >= 0}
+    readers: dict[int, list] = {}
     for op in graph.operators:
-        outputs = [int(i) for i in op.outputs if i >= 0]
-        if not outputs:
-            continue
-        name = graph.tensors[outputs[0]].name.decode()
-        for i in outputs:
-            around.setdefault(i, []).insert(0, name)
-        for i in (int(i) for i in op.inputs if i >= 0):
-            if name not in around.setdefault(i, []):
-                around[i].append(name)
+        for t in dict.fromkeys(int(t) for t in op.inputs if t >= 0):
+            readers.setdefault(t, []).append(op)
+    return writers, readers
+
+
+def _op_name(graph, op) -> str | None:
+    """An op by the name `mlir_quantize`'s denylist takes: its first output tensor's; None without outputs."""
+    outputs = [int(t) for t in op.outputs if t >= 0]
+    return graph.tensors[outputs[0]].name.decode() if outputs else None
+
+
+def _nodes_around(model) -> dict[int, list[str]]:
+    """Tensor index -> the ops that write and read it, by the names `mlir_quantize`'s denylist takes, the
+    writer first. Keeping a tensor in float takes all of them: an op left in float alone still hands an int8
+    reader a quantized tensor."""
+    graph = model.subgraphs[0]
+    writers, readers = _links(graph)
+    around = {}
+    for t in dict.fromkeys([*writers, *readers]):
+        ops = ([writers[t]] if t in writers else []) + readers.get(t, [])
+        around[t] = list(dict.fromkeys(n for n in (_op_name(graph, op) for op in ops) if n is not None))
     return around
 
 
@@ -64,11 +74,7 @@ def before_log(model) -> list[str]:
                   builtin.BATCH_MATMUL, builtin.CONV_3D}
     graph = model.subgraphs[0]
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    writers = {int(t): op for op in graph.operators for t in op.outputs if t >= 0}
-    readers: dict[int, list] = {}
-    for op in graph.operators:
-        for t in dict.fromkeys(int(t) for t in op.inputs if t >= 0):
-            readers.setdefault(t, []).append(op)
+    writers, readers = _links(graph)
 
     def downstream(tensor: int) -> list:
         return readers.get(tensor, [])
@@ -92,7 +98,7 @@ def before_log(model) -> list[str]:
     logs = [op for op in graph.operators if codes[op.opcodeIndex] == builtin.LOG and not softplus(op) and any(
         codes[n.opcodeIndex] in weight_ops for n in graphs.walk(outputs(op), downstream, outputs))]
     front = graphs.walk([t for log in logs for t in inputs(log)], upstream, inputs)[::-1] + logs
-    return list(dict.fromkeys(graph.tensors[outputs(op)[0]].name.decode() for op in front if outputs(op)))
+    return list(dict.fromkeys(n for n in (_op_name(graph, op) for op in front) if n is not None))
 
 
 def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int]):
