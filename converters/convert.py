@@ -474,6 +474,10 @@ class _Run:
                               f"int8 TFLite: per-channel weights lost {lost:.2f} points, per-tensor {drop:.2f}: "
                               "kept per-tensor")
             self.log("  " + self.notes[-1])
+        for failed in (self.artifacts["int8_tflite"]["quantization"]["ranges"] or {}).get("failed_in_int8", []):
+            self.notes.append(f"int8 TFLite: {failed['type']} {failed['op']!r} kept in float, it does not run in int8 "
+                              f"({failed['why']}); the Edge TPU runs only the ops before it")
+            self.log("  " + self.notes[-1])
         self.edgetpu(int8_path)
         self.int16x8(graph, lay)
         o = self.options
@@ -719,8 +723,11 @@ class _Run:
         start = time.perf_counter()
         chosen = self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel,
                             self.counter("calibrating int8 TFLite"), method)
-        self.record("int8_tflite", int8_path, "tflite", "int8", quantize_seconds=round(time.perf_counter() - start, 2),
-                    quantization={"scheme": "full-int8 PTQ", "weights": f"int8 {granularity} symmetric",
+        failed = (chosen or {}).get("failed_in_int8", [])
+        scheme = f"int8 PTQ, {len(failed)} ops in float (they do not run in int8)" if failed else "full-int8 PTQ"
+        self.record("int8_tflite", int8_path, "tflite", "mixed" if failed else "int8",
+                    quantize_seconds=round(time.perf_counter() - start, 2),
+                    quantization={"scheme": scheme, "weights": f"int8 {granularity} symmetric",
                                   "activations": "int8 per-tensor asymmetric", "method": method, "ranges": chosen},
                     **lay.entry())
         self.validate("int8_tflite", "litert", int8_path, lay=lay)

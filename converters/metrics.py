@@ -32,6 +32,10 @@ MAX_SQNR_DB = 200.0  # identical outputs: reported as this, not as infinity (JSO
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB; outputs with NaN or infinity (a float DIV by a divisor that
+    int8 made 0) get -MAX_SQNR_DB, the worst there is, not NaN (which compares as neither closer nor not)."""
+    if not np.isfinite(test).all():
+        return -MAX_SQNR_DB
     signal = float(np.sum(np.square(reference, dtype=np.float64)))
     noise = float(np.sum(np.square(reference.astype(np.float64) - test)))
     if noise <= signal * 10 ** (-MAX_SQNR_DB / 10):
@@ -53,7 +57,11 @@ def head_metrics(head, reference: np.ndarray, test: np.ndarray, labels: np.ndarr
     """Metrics of one output (`head`: an edgemm.spec.OutputSpec) over n samples (first axis)."""
     n = len(reference)
     ref, out = _rows(reference, n), _rows(test, n)
-    result = {"head": head.head, "max_abs_diff": round(float(np.max(np.abs(ref - out))), 5) if ref.size else 0.0}
+    finite = np.isfinite(out).all(axis=1)
+    diff = np.abs(ref - out)[finite]
+    result = {"head": head.head, "max_abs_diff": round(float(np.max(diff)), 5) if diff.size else 0.0}
+    if not finite.all():  # counted apart: max_abs_diff is over the other samples, SQNR is the worst
+        result["non_finite_samples"] = int(np.sum(~finite))
     if head.head == "classify":
         top1 = out.argmax(1)
         result["agreement"] = round(float(np.mean(top1 == ref.argmax(1))), 4)
@@ -64,7 +72,7 @@ def head_metrics(head, reference: np.ndarray, test: np.ndarray, labels: np.ndarr
         result["agreement"] = round(float(np.mean(on_ref == on_out)), 4)
     else:
         result["sqnr_db"] = round(sqnr_db(ref, out), 2)
-        result["cosine"] = round(cosine(ref, out), 5)
+        result["cosine"] = round(cosine(ref, np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)), 5)
     return result
 
 
@@ -76,7 +84,8 @@ def passes(result: dict, gates: Gates) -> bool:
 
 def summary(per_head: dict[str, dict]) -> dict:
     """The artifact-level figures the report table and the gates use: the first classify head's agreement
-    and accuracy (or the worst agreement), the worst SQNR, and the largest difference."""
+    and accuracy (or the worst agreement), the worst SQNR, the largest difference, and the most samples with
+    a NaN or infinite output in one head."""
     classify = [r for r in per_head.values() if r["head"] == "classify"]
     agreements = [r["agreement"] for r in per_head.values() if "agreement" in r]
     sqnrs = [r["sqnr_db"] for r in per_head.values() if "sqnr_db" in r]
@@ -85,4 +94,5 @@ def summary(per_head: dict[str, dict]) -> dict:
         "accuracy": classify[0]["accuracy"] if classify else None,
         "sqnr_db": min(sqnrs) if sqnrs else None,
         "max_abs_diff": max((r["max_abs_diff"] for r in per_head.values()), default=0.0),
+        "non_finite_samples": max((r.get("non_finite_samples", 0) for r in per_head.values()), default=0),
     }

@@ -124,9 +124,10 @@ def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int])
     return run
 
 
-def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, work: Path) -> dict[str, np.ndarray]:
-    """The model's outputs on the given calibration samples, by output name (LiteRT, as the device runs it)."""
-    from edgemm.backends.litert import LiteRTBackend
+def _outputs(model: bytes, calib: dict[str, np.ndarray], samples, work: Path) -> dict[str, np.ndarray]:
+    """The model's outputs on the given calibration samples, by output name (LiteRT, as the device runs it).
+    Raises edgemm.backends.litert.InvokeError, with the sample, where LiteRT refuses to run an op."""
+    from edgemm.backends.litert import InvokeError, LiteRTBackend
 
     path = work / "model.tflite"
     path.write_bytes(model)
@@ -136,10 +137,42 @@ def _outputs(model: bytes, calib: dict[str, np.ndarray], samples: np.ndarray, wo
     for i in samples:
         try:
             runs.append(backend.run(sample(calib, i, ranks)))
-        except RuntimeError as e:  # a kernel check that int8 values fail (edgemm.backends.litert.invoke_error)
-            onnx = "; the int8 ONNX (--format onnx) leaves Div in float" if "op DIV" in str(e) else ""
-            raise InputError(f"the int8 TFLite does not run on calibration sample {i}: {e}{onnx}") from None
+        except InvokeError as e:  # a kernel check that int8 values fail
+            raise InvokeError(f"calibration sample {i}: {e}", e.op, e.op_type) from None
     return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
+
+
+MAX_FAILED_OPS = 4  # ops LiteRT refuses to run in int8 that are kept in float, one at a time
+
+
+def _running(sources: dict[str, bytes], quantize, calib: dict[str, np.ndarray], count: int,
+             float_nodes: tuple[str, ...]) -> tuple[str, bytes, dict[str, float], list[dict]]:
+    """Each calibrated model of `sources` quantized (`quantize(source, denylist)`), run on the held-out
+    calibration samples and measured against the float model; the closest one ("chosen" on a tie) run on
+    every calibration sample too. An op LiteRT refuses to run in int8 (int8 DIV by a divisor that quantized
+    to 0: basic-pitch's per-window normalisation on a quiet window; the stock converter writes that model and
+    it fails on the device) is kept in float with its quantize/dequantize and everything is quantized again,
+    at most MAX_FAILED_OPS such ops. Returns the name and flatbuffer of the closest, every variant's held-out
+    SQNR, and the ops kept in float to run."""
+    from edgemm.backends.litert import InvokeError
+
+    held, failed = ranges.held_out_samples(count), []
+    with tempfile.TemporaryDirectory(prefix="edgemm-ranges-") as tmp:
+        reference = _outputs(sources["minmax"], calib, held, Path(tmp))  # the calibrated model computes in float
+        while True:
+            denylist = [*float_nodes, *(f["op"] for f in failed)]
+            variants = {name: quantize(source, denylist) for name, source in sources.items()}
+            try:
+                sqnr = {name: ranges.output_error_db(reference, _outputs(v, calib, held, Path(tmp)))
+                        for name, v in variants.items()}
+                kept = max(sqnr, key=lambda name: (sqnr[name], name == "chosen"))
+                _outputs(variants[kept], calib, sorted(set(range(count)) - set(held)), Path(tmp))
+                return kept, variants[kept], sqnr, failed
+            except InvokeError as e:
+                if e.op is None or e.op in denylist or len(failed) == MAX_FAILED_OPS:
+                    onnx = "; the int8 ONNX (--format onnx) leaves Div in float" if e.op_type == "DIV" else ""
+                    raise InputError(f"the int8 TFLite does not run on {e}{onnx}") from None
+                failed.append({"op": e.op, "type": e.op_type, "why": str(e)})
 
 
 WORST = 10  # tensors listed in the report, and the candidates for keeping layers in float
@@ -154,7 +187,8 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
     including the WORST tensors by the error their own quantization adds.
 
     float_nodes: ops (named by their output tensors, as the converter's quantization debugger names them)
-    left in float, with quantize/dequantize around them: `mlir_quantize`'s denylist."""
+    left in float, with quantize/dequantize around them: `mlir_quantize`'s denylist. Ops LiteRT refuses to
+    run in int8 on a calibration sample are added to it (`failed_in_int8`, see _running)."""
     from tensorflow.lite.python import convert as tflite_convert
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -173,23 +207,17 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
     sources = {"minmax": calibrated}
     if tuple(methods) != ("minmax",):  # else the chosen ranges are the calibrated min/max
         sources["chosen"] = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    variants = {name: tflite_convert.mlir_quantize(source, not per_channel, input_data_type=input_type,
-                                                   output_data_type=output_type,
-                                                   denylisted_nodes=list(float_nodes) or None)
-                for name, source in sources.items()}
-    sqnr = {}
-    if len(variants) > 1:
-        held = ranges.held_out_samples(count)
-        with tempfile.TemporaryDirectory(prefix="edgemm-ranges-") as tmp:
-            reference = _outputs(calibrated, calib, held, Path(tmp))  # the calibrated model computes in float
-            sqnr = {name: ranges.output_error_db(reference, _outputs(v, calib, held, Path(tmp)))
-                    for name, v in variants.items()}
-    kept = "chosen" if sqnr and sqnr["chosen"] >= sqnr["minmax"] else "minmax"
+
+    def quantize(source: bytes, denylist: list[str]) -> bytes:
+        return tflite_convert.mlir_quantize(source, not per_channel, input_data_type=input_type,
+                                            output_data_type=output_type, denylisted_nodes=denylist or None)
+
+    kept, flatbuffer, sqnr, failed = _running(sources, quantize, calib, count, float_nodes)
     own = {int(i): ranges.own_sqnr_db(hists[i], c.error if kept == "chosen" else c.minmax_error)
            for i, c in choices.items()}
     nodes = _nodes_around(model)
     worst = [{"tensor": tensors[i].name.decode(), "own_sqnr_db": round(db, 2), "nodes": nodes.get(i, [])}
              for i, db in sorted(own.items(), key=lambda item: item[1])[:WORST]]
-    return variants[kept], ranges.summary(choices) | {
+    return flatbuffer, ranges.summary(choices) | {
         "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept, "worst": worst,
-        "before_log": before_log(model)}
+        "before_log": before_log(model), "failed_in_int8": failed}

@@ -146,7 +146,11 @@ def _main(job_path: str) -> int:
         for i in range(count):
             feeds = sample(inputs, i, model_ranks(backend.inputs))
             start = time.perf_counter()
-            out = backend.run(feeds)
+            try:
+                out = backend.run(feeds)
+            except RuntimeError as e:  # the runtime refused an op on this sample (LiteRT's InvokeError, ORT's Fail)
+                print(f"Error: sample {i}: {' '.join(str(e).split())}", file=sys.stderr)
+                return 3
             times.append(time.perf_counter() - start)
             for name, value in out.items():
                 results.setdefault(name, []).append(value.reshape(value.shape[1:]) if value.shape[:1] == (1,) else value)

@@ -32,30 +32,40 @@ def check_flatbuffer(path: Path) -> None:
 _FAILED_NODE = re.compile(r"Node number (\d+) \((\w+)\) failed to invoke")
 
 
-def invoke_error(interpreter, error: Exception) -> str:
+class InvokeError(RuntimeError):
+    """LiteRT could not run the model: the one-line message of invoke_error, with the op that failed by its
+    first output tensor's name (`op`, as the converter's denylist takes ops) and its type (`op_type`), None
+    where LiteRT did not say."""
+
+    def __init__(self, message: str, op: str | None = None, op_type: str | None = None):
+        super().__init__(message)
+        self.op, self.op_type = op, op_type
+
+
+def invoke_error(interpreter, error: Exception) -> InvokeError:
     """LiteRT's invoke error as one line that names the op it could not run by its output tensor (as the
     converter's reports name ops), and says why where the kernel's check is known: int8 DIV refuses a
     divisor that quantized to its zero point (0), which happens to any divisor below half its int8 step."""
     text = " ".join(str(error).split())
     match = _FAILED_NODE.search(text)
     if match is None:
-        return f"LiteRT could not run the model ({text[:300]})"
+        return InvokeError(f"LiteRT could not run the model ({text[:300]})")
     node, op_type = int(match.group(1)), match.group(2)
     kernel = text[: match.start()].strip().rstrip(".") or "no reason given"
     try:  # LiteRT's op table: private, but the only way from a node number to its tensors
         op = next(o for o in interpreter._get_ops_details() if o["index"] == node)
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     except (AttributeError, StopIteration, ValueError):
-        return f"LiteRT could not run op {op_type} (node {node}): {kernel}"
-    name = tensors[int(op["outputs"][0])]["name"] if len(op["outputs"]) else f"node {node}"
-    line = f"LiteRT could not run op {op_type} {name!r} (node {node}): {kernel}"
+        return InvokeError(f"LiteRT could not run op {op_type} (node {node}): {kernel}", op_type=op_type)
+    name = tensors[int(op["outputs"][0])]["name"] if len(op["outputs"]) else None
+    line = f"LiteRT could not run op {op_type} {name or f'node {node}'!r} (node {node}): {kernel}"
     if op_type == "DIV" and "zero_point" in kernel and len(op["inputs"]) == 2:
         divisor = tensors[int(op["inputs"][1])]
         scale, zero_point = divisor["quantization"]
         line += (f"; its divisor {divisor['name']!r} quantized to its zero point ({zero_point}), i.e. 0: with an "
                  f"int8 step of {scale:.3g}, divisor values below {scale / 2:.3g} become 0 and int8 DIV refuses to "
                  "divide by 0 (floor the divisor in the model above that, or keep the division out of int8)")
-    return line
+    return InvokeError(line, name, op_type)
 
 
 def _info(name: str, detail: dict) -> TensorInfo:
@@ -141,6 +151,6 @@ class LiteRTBackend(Backend):
         try:
             self._interp.invoke()
         except RuntimeError as e:
-            raise RuntimeError(invoke_error(self._interp, e)) from None
+            raise invoke_error(self._interp, e) from None
         self.last_invoke_s = time.perf_counter() - start
         return {name: info.dequantize(self._interp.get_tensor(index)) for name, (info, index) in self._out.items()}
