@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.graphs import attr
 from edgemm.samples import model_ranks, sample
 
 SAMPLES = 64  # the input means settle long before; each sample is one float run of the model
@@ -95,18 +96,18 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
             eps = (new - w).astype(np.float64)
             w = new if hessian else w
             mean_map = maps.get(node.input[0])
-            shift = (_conv_shift(eps, means[(node.input[0], 1)], _attr(node, "group", 1)) if mean_map is None
+            shift = (_conv_shift(eps, means[(node.input[0], 1)], attr(node, "group", 1)) if mean_map is None
                      else _conv_response(node, eps, mean_map, opset))
             new_bias = bias - shift
         else:
-            trans_b = node.op_type == "Gemm" and _attr(node, "transB", 0)
+            trans_b = node.op_type == "Gemm" and attr(node, "transB", 0)
             new = _rounded(w if trans_b else w.T, 0 if per_channel else None, reduce_range, hessians.get(id(node)))
             new = new if trans_b else new.T
             eps = (new - w).astype(np.float64)
             w = new if hessian else w
             shift = means[(node.input[0], _channel_axis(node))] @ (eps.T if trans_b else eps)
             if node.op_type == "Gemm":
-                shift *= _attr(node, "alpha", 1.0) / _attr(node, "beta", 1.0)
+                shift *= attr(node, "alpha", 1.0) / attr(node, "beta", 1.0)
             new_bias = array[layer.bias] - shift if layer.bias else -shift  # a scalar or (M, 1) C: per column
         new_bias = new_bias.astype(np.float32)
         if layer.norm is not None or hessian:
@@ -140,12 +141,6 @@ def _rounded(w: np.ndarray, axis: int | None, reduce_range: bool, hessian: np.nd
     from converters import weight_rounding
 
     return weight_rounding.on_grid(w, hessian, grid, axis, 64 if reduce_range else 127)
-
-
-def _attr(node, name: str, default):
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _readers(graph) -> dict[str, list]:
@@ -197,7 +192,7 @@ def _layers(graph) -> list[_Layer]:
             if norm is not None and not _foldable(norm, constant, dims, dims[weight][0]):
                 norm = None
             layers.append(_Layer(node, norm, None, bias))
-        elif node.op_type == "Gemm" and len(dims[weight]) == 2 and _attr(node, "beta", 1.0) != 0:
+        elif node.op_type == "Gemm" and len(dims[weight]) == 2 and attr(node, "beta", 1.0) != 0:
             layers.append(_Layer(node, None, None, bias))
         elif node.op_type == "MatMul" and len(dims[weight]) == 2:
             add = only_reader(node.output[0])
@@ -214,12 +209,12 @@ def _layers(graph) -> list[_Layer]:
 
 def _foldable(norm, constant: set[str], dims: dict, channels: int) -> bool:
     return (len(norm.input) == 5 and all(n in constant and dims[n] == (channels,) for n in norm.input[1:5])
-            and len(norm.output) == 1 and not _attr(norm, "training_mode", 0) and _attr(norm, "spatial", 1) == 1)
+            and len(norm.output) == 1 and not attr(norm, "training_mode", 0) and attr(norm, "spatial", 1) == 1)
 
 
 def _fold(w: np.ndarray, bias: np.ndarray, params: list[np.ndarray], norm) -> tuple[np.ndarray, np.ndarray]:
     scale, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
-    s = scale / np.sqrt(var + _attr(norm, "epsilon", 1e-5))
+    s = scale / np.sqrt(var + attr(norm, "epsilon", 1e-5))
     folded = (w.astype(np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
     return folded, (bias - mean) * s + beta
 
@@ -283,7 +278,7 @@ def _channel_axis(node) -> int:
     """The axis of a layer's input that its weights reduce."""
     if node.op_type == "Conv":
         return 1
-    return (0 if _attr(node, "transA", 0) else 1) if node.op_type == "Gemm" else -1
+    return (0 if attr(node, "transA", 0) else 1) if node.op_type == "Gemm" else -1
 
 
 def _input_means(model, layers: list[_Layer], calib: dict[str, np.ndarray],
@@ -353,13 +348,13 @@ def _hessian_layers(model, layers: list[_Layer]) -> dict[int, tuple]:
     for layer in layers:
         node, shape = layer.node, dims[layer.node.input[1]]
         if node.op_type == "Conv":
-            if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
                 continue
-            group = _attr(node, "group", 1)
+            group = attr(node, "group", 1)
             inputs, size = partial(weight_rounding.patches, node, kernel=shape[2:], group=group), int(np.prod(shape[1:]))
         else:
             inputs = partial(weight_rounding.rows, axis=_channel_axis(node))
-            group, size = 1, shape[0] if node.op_type == "MatMul" or not _attr(node, "transB", 0) else shape[1]
+            group, size = 1, shape[0] if node.op_type == "MatMul" or not attr(node, "transB", 0) else shape[1]
         if group * size * size * 8 <= budget:
             budget -= group * size * size * 8
             chosen[id(node)] = (layer, inputs)

@@ -495,7 +495,7 @@ class _Run:
         CPU/GPU TFLite targets; int8.tflite stays full int8 (the Edge TPU has no float ops)."""
         q = self.artifacts["int8_tflite"]["quantization"]
         front = (q.get("ranges") or {}).get("before_log", [])
-        worst = [w for w in (q.get("ranges") or {}).get("worst", []) if not set(w["nodes"]) <= set(front)]
+        worst = (q.get("ranges") or {}).get("worst_after_front" if front else "worst", [])
         counts = sorted({min(c, len(worst)) for c in (1, 2, 4, 8) if c <= max_tensors} - {0})
         plans = ([0] if front else []) + counts
         if not plans:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.graphs import attr
+
 ROUNDS = 4  # chains of three or more layers converge over a few passes
 
 
@@ -26,17 +28,13 @@ def _consumers(graph) -> dict[str, list]:
     return readers
 
 
-def _group(node) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
-
-
 def _pairs(graph, weights: dict[str, np.ndarray]) -> list[tuple]:
     """(first Conv, second Conv) joined by a ReLU that nothing else reads, with weights only they use."""
     readers = _consumers(graph)
     outputs = {o.name for o in graph.output}
     pairs = []
     for first in graph.node:
-        if first.op_type != "Conv" or first.input[1] not in weights or _group(first) not in (1, weights[first.input[1]].shape[0]):
+        if first.op_type != "Conv" or first.input[1] not in weights or attr(first, "group", 1) not in (1, weights[first.input[1]].shape[0]):
             continue
         relu = readers.get(first.output[0], [])
         if len(relu) != 1 or relu[0].op_type != "Relu" or first.output[0] in outputs:
@@ -52,8 +50,8 @@ def _pairs(graph, weights: dict[str, np.ndarray]) -> list[tuple]:
             continue
         channels = weights[first.input[1]].shape[0]
         w2 = weights[second.input[1]]
-        depthwise = _group(second) == channels and w2.shape[0] == channels and w2.shape[1] == 1
-        if _group(second) != 1 and not depthwise:
+        depthwise = attr(second, "group", 1) == channels and w2.shape[0] == channels and w2.shape[1] == 1
+        if attr(second, "group", 1) != 1 and not depthwise:
             continue
         if not depthwise and w2.shape[1] != channels:
             continue

@@ -16,3 +16,10 @@ def walk(start: Iterable, neighbours: Callable[[object], list], onward: Callable
                 found[id(node)] = node
                 wanted.extend(onward(node))
     return list(found.values())
+
+
+def attr(node, name: str, default):
+    """An ONNX node's attribute by name, as a Python value; `default` when the node does not set it."""
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)

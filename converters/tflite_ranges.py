@@ -184,7 +184,8 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
     """int8 TFLite from a configured converter (optimizations, representative dataset, supported ops set):
     calibrate, choose ranges among `methods`, quantize, and keep whichever of that and min/max ranges is
     closer to the float model on the held-out samples. Returns the flatbuffer and what was measured,
-    including the WORST tensors by the error their own quantization adds.
+    including the WORST tensors by the error their own quantization adds (and the WORST of those outside the
+    ops before a LOG, `before_log`).
 
     float_nodes: ops (named by their output tensors, as the converter's quantization debugger names them)
     left in float, with quantize/dequantize around them: `mlir_quantize`'s denylist. Ops LiteRT refuses to
@@ -215,9 +216,11 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
     kept, flatbuffer, sqnr, failed = _running(sources, quantize, calib, count, float_nodes)
     own = {int(i): ranges.own_sqnr_db(hists[i], c.error if kept == "chosen" else c.minmax_error)
            for i, c in choices.items()}
-    nodes = _nodes_around(model)
-    worst = [{"tensor": tensors[i].name.decode(), "own_sqnr_db": round(db, 2), "nodes": nodes.get(i, [])}
-             for i, db in sorted(own.items(), key=lambda item: item[1])[:WORST]]
+    nodes, front = _nodes_around(model), before_log(model)
+    ranked = [{"tensor": tensors[i].name.decode(), "own_sqnr_db": round(db, 2), "nodes": nodes.get(i, [])}
+              for i, db in sorted(own.items(), key=lambda item: item[1])]
     return flatbuffer, ranges.summary(choices) | {
-        "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept, "worst": worst,
-        "before_log": before_log(model), "failed_in_int8": failed}
+        "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept,
+        "worst": ranked[:WORST], "before_log": front, "failed_in_int8": failed,
+        # the candidates for float after the front end: basic-pitch's 10 worst are all in its CQT
+        "worst_after_front": [w for w in ranked if not set(w["nodes"]) <= set(front)][:WORST] if front else []}

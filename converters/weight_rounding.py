@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from converters.graphs import attr
+
 DAMPING = 0.01  # GPTQ's: a fraction of H's mean diagonal added to it, so that its inverse is well defined
 MAX_HESSIAN_BYTES = 1 << 30  # the layers' H matrices held at once; layers beyond keep nearest rounding
 ROWS_PER_SAMPLE = 4096  # input rows (Conv positions) per sample that H is estimated from, evenly spaced: a
@@ -36,11 +38,9 @@ def patches(node, x: np.ndarray, kernel: tuple[int, ...], group: int) -> np.ndar
     `x` is (N, C, spatial...); explicit pads only."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from converters.bias_correction import _attr
-
     d = len(kernel)
-    pads = list(_attr(node, "pads", [0] * 2 * d))
-    strides, dilations = list(_attr(node, "strides", [1] * d)), list(_attr(node, "dilations", [1] * d))
+    pads = list(attr(node, "pads", [0] * 2 * d))
+    strides, dilations = list(attr(node, "strides", [1] * d)), list(attr(node, "dilations", [1] * d))
     x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + d]) for i in range(d)])
     span = [(k - 1) * dl + 1 for k, dl in zip(kernel, dilations, strict=True)]
     windows = sliding_window_view(x, span, axis=tuple(range(2, 2 + d)))  # (N, C, out..., span...)

@@ -341,6 +341,8 @@ def test_keep_float_auto_keeps_the_tflite_front_end_before_a_log_in_float(tmp_pa
     front = int8["quantization"]["ranges"]["before_log"]
     assert mixed["quantization"]["before_log_in_float"] == len(front) > 0, mixed["quantization"]
     assert mixed["quantization"]["nodes_in_float"] == front  # one step (the ranking alone took three)
+    after = int8["quantization"]["ranges"]["worst_after_front"]  # the next steps' candidates: none in front
+    assert after and all(not set(w["nodes"]) <= set(front) for w in after), (front, after)
     assert mixed["sqnr_db"] >= 30.0 > int8["sqnr_db"], (int8["sqnr_db"], mixed["sqnr_db"])
     floats = [d["name"] for d in Interpreter(str(tmp_path / "out" / "int8.tflite")).get_tensor_details()
               if d["dtype"] == np.float32]
