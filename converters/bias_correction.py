@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.graphs import attr
+from converters.graphs import attr, fresh_name, tensor_names
 from edgemm.samples import model_ranks, sample
 
 SAMPLES = 64  # the input means settle long before; each sample is one float run of the model
@@ -82,7 +82,7 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inits = {t.name: t for t in graph.initializer}
     array = {name: numpy_helper.to_array(t) for name, t in inits.items()}
-    taken = set(inits) | {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    taken = tensor_names(graph)
     readers = _readers(graph)
     for layer in layers:
         node = layer.node
@@ -116,7 +116,7 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
             node.output[0] = layer.norm.output[0]
         name = layer.bias
         if not name or len(readers.get(name, [])) > 1:  # a shared bias stays as the other readers had it
-            name = _fresh(f"{node.input[1]}_bias_corrected", taken)
+            name = fresh_name(f"{node.input[1]}_bias_corrected", taken)
             taken.add(name)
             inits[name] = graph.initializer.add()
             if model.ir_version < 4:  # before IR 4 every initializer must also be a graph input
@@ -265,13 +265,6 @@ def _replace(graph, inits: dict, name: str, value: np.ndarray) -> None:
     from onnx import numpy_helper
 
     inits[name].CopyFrom(numpy_helper.from_array(np.asarray(value, np.float32), name))
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    candidate, k = name, 1
-    while candidate in taken:
-        candidate, k = f"{name}_{k}", k + 1
-    return candidate
 
 
 def _channel_axis(node) -> int:

@@ -23,3 +23,17 @@ def attr(node, name: str, default):
     from onnx import helper
 
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def fresh_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name_1`, `name_2`... : the first not in `taken` (every tensor name of the graph)."""
+    candidate, k = name, 1
+    while candidate in taken:
+        candidate, k = f"{name}_{k}", k + 1
+    return candidate
+
+
+def tensor_names(graph) -> set[str]:
+    """Every name an ONNX graph gives a tensor: inputs, outputs, initializers, node outputs, value_info."""
+    return ({i.name for i in graph.input} | {o.name for o in graph.output} | {i.name for i in graph.initializer}
+            | {o for n in graph.node for o in n.output} | {v.name for v in graph.value_info})

@@ -1,13 +1,17 @@
 """ONNX hygiene before static quantization: the float model ONNX Runtime's quantizer is given.
 
-Three things, each a fix for a way `quantize_static` goes wrong on models as users export them:
+Four things, each a fix for a way `quantize_static` goes wrong on models as users export them:
   * weights held in Constant nodes become initializers: the quantizer only quantizes initializers, so
     Constant weights stayed float (and gained Q/DQ pairs): an int8.onnx larger than the float one;
   * per-channel weights need DequantizeLinear's `axis`, which exists from opset 13: below it the quantizer
     writes a model ONNX Runtime refuses to load, so the opset is raised (or per-tensor weights are used);
   * ONNX Runtime's own pre-processing (quant_pre_process: symbolic shape inference, basic graph
     optimisation such as BatchNormalization folding, ONNX shape inference), so folded weights are quantized
-    once and every activation has a known type and shape.
+    once and every activation has a known type and shape;
+  * a float bias shared by several Conv/Gemm nodes is copied, one per node, under names no tensor has: the
+    quantizer copies it itself as NAME0, NAME1... checking only the initializers' names, and basic-pitch's
+    tf2onnx export has a Conv output named like the bias + "2" (onnxruntime issue 24705, ORT 1.32): the copy
+    took that name and the int8 model did not load.
 Each step that cannot be done is skipped with a note saying why; the model is never made worse.
 """
 
@@ -44,7 +48,43 @@ def prepare(float_path: Path, work_dir: Path, per_channel: bool) -> Prepared:
     onnx.save(model, os.fspath(cleaned))
     del model  # a ResNet-50 is ~100 MB of protobuf: not kept while ONNX Runtime loads its own copy
     path, more = pre_process(cleaned, work_dir / "preprocessed.onnx")
+    model = onnx.load(os.fspath(path))
+    if own_biases(model.graph):  # after the pre-processing, whose optimiser shares equal initializers
+        path = work_dir / "own_biases.onnx"
+        onnx.save(model, os.fspath(path))
     return Prepared(path, per_channel, tuple(notes + more))
+
+
+def own_biases(graph) -> int:
+    """Gives each Conv/Gemm reading a float bias initializer that another node reads too its own copy, named
+    by converters.graphs.fresh_name; returns how many copies were made."""
+    from onnx import TensorProto
+
+    from converters.graphs import fresh_name, tensor_names
+
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in set(node.input):
+            readers[name] = readers.get(name, 0) + 1
+    taken, seen, copies = tensor_names(graph), set(), 0
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        bias = node.input[2]
+        if readers[bias] < 2 or inits[bias].data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            continue
+        if bias not in seen:  # the first reader keeps the original
+            seen.add(bias)
+            continue
+        copy = TensorProto()
+        copy.CopyFrom(inits[bias])
+        copy.name = fresh_name(f"{bias}_{node.op_type.lower()}", taken)
+        taken.add(copy.name)
+        graph.initializer.append(copy)
+        node.input[2] = copy.name
+        copies += 1
+    return copies
 
 
 def opset_of(model) -> int:

@@ -151,6 +151,29 @@ def test_opset_raise_failure_falls_back_to_per_tensor_mocked_converter(tmp_path,
     assert _weight_scale(tmp_path / "int8.onnx", "w2").dims == []
 
 
+def test_a_shared_bias_does_not_take_a_tensor_name(tmp_path):
+    """Three Convs share bias `b`, and the second one's output, read by a Neg, is named `b0` (basic-pitch's
+    tf2onnx export has the same: a Conv output named like the shared bias + "2"). ONNX Runtime's quantizer
+    copied the bias for the later Convs as `b0`, `b1`, checking only initializer names (onnxruntime issue
+    24705): the int8 model did not load. Each Conv now gets its own copy under a free name."""
+    rng = np.random.default_rng(0)
+    tensors = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), f"w{i}") for i in (1, 2, 3)]
+    tensors.append(numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b"))
+    nodes = [helper.make_node("Conv", ["x", "w1", "b"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Conv", ["c1", "w2", "b"], ["b0"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Neg", ["b0"], ["n"], name="neg"),
+             helper.make_node("Conv", ["n", "w3", "b"], ["y"], pads=[1, 1, 1, 1], name="conv3")]
+    graph = helper.make_graph(nodes, "shared_bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 8, 8])], tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 7
+    float_path = _save(model, tmp_path / "float.onnx")
+    calib = _calib(shape=(8, 8, 8))
+    for method in ("minmax", "auto"):
+        write_onnx_int8(float_path, tmp_path / "int8.onnx", calib, method=method)
+        assert _sqnr_db(_run(float_path, calib["x"][:8]), _run(tmp_path / "int8.onnx", calib["x"][:8])) > 20
+
+
 def test_pre_processing_folds_batch_norm(tmp_path):
     """ORT's quantization pre-processing (graph optimisation) folds BatchNormalization into the Conv before
     quantization: the BN's scale then goes into the int8 weights instead of staying a float op."""
