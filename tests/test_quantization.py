@@ -350,6 +350,25 @@ def test_keep_float_auto_keeps_the_tflite_front_end_before_a_log_in_float(tmp_pa
 
 
 @pytest.mark.convert
+def test_an_edge_tpu_miss_from_a_front_end_in_the_graph_names_moving_the_features_out(tmp_path):
+    """For an Edge TPU target (full int8 only) neither int16x8 nor mixed.tflite is made; when the model
+    computes its own features before a LOG, the fix named is computing them outside the model, with the ops
+    that do it (before: "none for the Edge TPU ... quantization-aware training")."""
+    from converters.convert import ConvertOptions, convert
+
+    model, calib, val = _glitchy_files(quant_models.log_spectrum_keras(), tmp_path, output="y",
+                                       data=lambda n, seed: quant_models.log_spectrum_data(n, seed)["x"])
+    options = ConvertOptions(calib=calib, val=val, formats=("tflite",), method="minmax", keep_float="auto",
+                             max_accuracy_drop=0.5, min_sqnr_db=0.0, target="coral-usb")
+    report = convert(model, tmp_path / "out", options, log=lambda line: None)
+    assert not {"mixed_tflite", "int16x8_tflite"} & set(report["artifacts"]), list(report["artifacts"])
+    [miss] = [m for m in report["precision_target"] if m["artifact"] == "int8_tflite"]
+    front = report["artifacts"]["int8_tflite"]["quantization"]["ranges"]["before_log"]
+    assert f"computes its own features: {len(front)} ops before a LOG" in miss["fix"], miss
+    assert front[0] in miss["fix"] and front[-1] in miss["fix"] and "compute the features on the CPU" in miss["fix"]
+
+
+@pytest.mark.convert
 @pytest.mark.parametrize("method", ["auto", "minmax"])
 def test_an_op_that_does_not_run_in_int8_is_kept_in_float_and_named(tmp_path, method):
     """int8 TFLite that LiteRT refuses to run (basic-pitch: "div.cc:262 data[i] != zero_point was not true.
