@@ -124,8 +124,9 @@ def _runner(calibrated: bytes, calib: dict[str, np.ndarray], indices: list[int])
     return run
 
 
-def _outputs(model: bytes, calib: dict[str, np.ndarray], samples, work: Path) -> dict[str, np.ndarray]:
-    """The model's outputs on the given calibration samples, by output name (LiteRT, as the device runs it).
+def _outputs(model: bytes, calib: dict[str, np.ndarray], samples, work: Path, keep: bool = True) -> dict[str, np.ndarray]:
+    """The model's outputs on the given calibration samples, by output name (LiteRT, as the device runs it);
+    with keep=False only run (a segmentation model's outputs for every sample would not fit): {}.
     Raises edgemm.backends.litert.InvokeError, with the sample, where LiteRT refuses to run an op."""
     from edgemm.backends.litert import InvokeError, LiteRTBackend
 
@@ -136,10 +137,12 @@ def _outputs(model: bytes, calib: dict[str, np.ndarray], samples, work: Path) ->
     runs = []
     for i in samples:
         try:
-            runs.append(backend.run(sample(calib, i, ranks)))
+            outputs = backend.run(sample(calib, i, ranks))
         except InvokeError as e:  # a kernel check that int8 values fail
             raise InvokeError(f"calibration sample {i}: {e}", e.op, e.op_type) from None
-    return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]}
+        if keep:
+            runs.append(outputs)
+    return {name: np.concatenate([r[name] for r in runs]) for name in runs[0]} if runs else {}
 
 
 MAX_FAILED_OPS = 4  # ops LiteRT refuses to run in int8 that are kept in float, one at a time
@@ -166,7 +169,7 @@ def _running(sources: dict[str, bytes], quantize, calib: dict[str, np.ndarray], 
                 sqnr = {name: ranges.output_error_db(reference, _outputs(v, calib, held, Path(tmp)))
                         for name, v in variants.items()}
                 kept = max(sqnr, key=lambda name: (sqnr[name], name == "chosen"))
-                _outputs(variants[kept], calib, sorted(set(range(count)) - set(held)), Path(tmp))
+                _outputs(variants[kept], calib, sorted(set(range(count)) - set(held)), Path(tmp), keep=False)
                 return kept, variants[kept], sqnr, failed
             except InvokeError as e:
                 if e.op is None or e.op in denylist or len(failed) == MAX_FAILED_OPS:
