@@ -61,11 +61,13 @@ def rounded(w: np.ndarray, axis: int | None, reduce_range: bool = False) -> np.n
 
 
 def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channel: bool,
-            reduce_range: bool = False, hessian: bool = False) -> int:
+            reduce_range: bool = False, hessian: bool = False, bias: bool = True) -> int:
     """Writes the bias-corrected model to `target`; returns how many layers were corrected (0: `target` is a
     copy of `source`). `per_channel` and `reduce_range` must be those the model will be quantized with.
     hessian: the weights themselves are first rounded to the quantizer's grid by converters/weight_rounding.py
-    (the model then holds the rounded weights) and the bias corrects that rounding's error."""
+    (the model then holds the rounded weights) and the bias corrects that rounding's error.
+    bias=False: no bias correction; the model holds its weights rounded to nearest on the grid (with float
+    activations, the share of a quantized model's error that its weights' rounding makes)."""
     import onnx
     from onnx import numpy_helper
 
@@ -78,7 +80,9 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
     if not layers:
         shutil.copyfile(source, target)
         return 0
-    means, maps, hessians = _input_means(model, layers, calib, hessian)
+    hessian = hessian and bias
+    means, maps, hessians = _input_means(model, layers, calib, hessian) if bias else ({}, {}, {})
+    rounds = hessian or not bias  # the model holds the rounded weights
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inits = {t.name: t for t in graph.initializer}
     array = {name: numpy_helper.to_array(t) for name, t in inits.items()}
@@ -88,32 +92,37 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
         node = layer.node
         w = array[node.input[1]].astype(np.float32)
         if node.op_type == "Conv":
-            bias = array[layer.bias].astype(np.float64) if layer.bias else np.zeros(w.shape[0])
+            layer_bias = array[layer.bias].astype(np.float64) if layer.bias else np.zeros(w.shape[0])
             if layer.norm is not None:
-                w, bias = _fold(w, bias, [array[n] for n in layer.norm.input[1:5]], layer.norm)
+                w, layer_bias = _fold(w, layer_bias, [array[n] for n in layer.norm.input[1:5]], layer.norm)
             new = _rounded(w.reshape(len(w), -1), 0 if per_channel else None, reduce_range,
                            hessians.get(id(node))).reshape(w.shape)
             eps = (new - w).astype(np.float64)
-            w = new if hessian else w
+            w = new if rounds else w
             mean_map = maps.get(node.input[0])
-            shift = (_conv_shift(eps, means[(node.input[0], 1)], attr(node, "group", 1)) if mean_map is None
-                     else _conv_response(node, eps, mean_map, opset))
-            new_bias = bias - shift
+            shift = (0.0 if not bias else _conv_shift(eps, means[(node.input[0], 1)], attr(node, "group", 1))
+                     if mean_map is None else _conv_response(node, eps, mean_map, opset))
+            new_bias = layer_bias - shift
         else:
             trans_b = node.op_type == "Gemm" and attr(node, "transB", 0)
             new = _rounded(w if trans_b else w.T, 0 if per_channel else None, reduce_range, hessians.get(id(node)))
             new = new if trans_b else new.T
             eps = (new - w).astype(np.float64)
-            w = new if hessian else w
+            w = new if rounds else w
+            if not bias:
+                _replace(graph, inits, node.input[1], w)
+                continue
             shift = means[(node.input[0], _channel_axis(node))] @ (eps.T if trans_b else eps)
             if node.op_type == "Gemm":
                 shift *= attr(node, "alpha", 1.0) / attr(node, "beta", 1.0)
             new_bias = array[layer.bias] - shift if layer.bias else -shift  # a scalar or (M, 1) C: per column
         new_bias = new_bias.astype(np.float32)
-        if layer.norm is not None or hessian:
+        if layer.norm is not None or rounds:
             _replace(graph, inits, node.input[1], w)
         if layer.norm is not None:
             node.output[0] = layer.norm.output[0]
+        elif not bias:  # nothing to fold and no correction: the bias stays as it is
+            continue
         name = layer.bias
         if not name or len(readers.get(name, [])) > 1:  # a shared bias stays as the other readers had it
             name = fresh_name(f"{node.input[1]}_bias_corrected", taken)

@@ -50,6 +50,7 @@ PREDICT_BATCH = 32
 # The precision target an int8 artifact is held to (issue-level goal, not a gate): top-1/per-label agreement
 # with the float model, or SQNR of raw heads; and the accuracy budget when --max-accuracy-drop is not given.
 TARGET_AGREEMENT, TARGET_SQNR_DB, DEFAULT_BUDGET_POINTS = 0.99, 30.0, 0.5
+ACTIVATIONS_DOMINATE_DB = 6.0  # int16x8 this far below its weights alone: better-rounded weights cannot help
 _NO_CALIB = "give --calib FILE.npz with one array per model input (first axis = samples; optional 'label')"
 
 
@@ -703,11 +704,25 @@ class _Run:
         by converters/weight_rounding.py and its biases corrected for it (bias_correction.correct), through
         onnx2tf: with 16-bit activations the weights' rounding is most of the error (openWakeWord's embedding,
         weights alone: 22.6 dB rounded to nearest, 38.3 dB). Kept if closer to the float model. An ONNX
-        exported from a TensorFlow or TFLite source is channels-last already: its layout is kept."""
-        from converters import bias_correction, onnx_tflite
+        exported from a TensorFlow or TFLite source is channels-last already: its layout is kept.
+        Not tried for a raw head whose int16x8 SQNR is ACTIVATIONS_DOMINATE_DB below what its weights rounded
+        to nearest alone give: the error is the activations' (DNSMOS: its spectrum spans more than 16 bits),
+        and the try costs a second int16x8 validation (DNSMOS: 6.4 s per sample on this CPU)."""
+        from converters import bias_correction, onnx_ranges, onnx_tflite
 
-        rounded = self.work / "int16x8_weights.onnx"
+        rounded, nearest = self.work / "int16x8_weights.onnx", self.work / "int16x8_nearest.onnx"
+        current = self.artifacts["int16x8_tflite"]["sqnr_db"]
         try:  # tf2onnx or onnx2tf may refuse a model
+            if current is not None and self.stage("weight_rounding", bias_correction.correct, self.float_onnx(),
+                                                  nearest, self.calib.inputs, True, False, False, False):
+                alone = onnx_ranges.keep_closer(self.float_onnx(), {"nearest": nearest}, self.calib.inputs)
+                alone = alone["held_out_output_sqnr_db"]["nearest"]
+                if alone >= current + ACTIVATIONS_DOMINATE_DB:
+                    self.notes.append(f"int16x8 TFLite {current} dB: weights rounded to nearest alone give {alone} dB "
+                                      "(float activations): the error is its activations', so better-rounded "
+                                      "weights were not tried")
+                    self.log("  " + self.notes[-1])
+                    return
             layers = self.stage("weight_rounding", bias_correction.correct, self.float_onnx(), rounded,
                                 self.calib.inputs, True, False, True)
             if not layers:
