@@ -123,22 +123,27 @@ def test_patches_are_what_the_conv_multiplies(shape, group):
     np.testing.assert_allclose(mine, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.convert
-def test_int16x8_that_misses_is_made_again_with_rounded_weights(tmp_path):
-    """`edgemm convert` of an ONNX source whose int16x8 TFLite misses 30 dB because of its weights' rounding:
-    made again from the GPTQ-rounded, bias-corrected model (29.5 -> 41.9 dB measured) and kept."""
+def _convert_tflite(model, data, folder) -> dict:
+    """`edgemm convert --format tflite --method minmax` of `model` (one input x, one raw output y) on 100 + 100
+    samples of data(n, seed); the report."""
     import yaml
 
     from converters.convert import ConvertOptions, convert
 
-    model = smooth_conv_chain(tmp_path / "chain.onnx")
-    (tmp_path / "chain.yaml").write_text(yaml.safe_dump({
+    model.with_suffix(".yaml").write_text(yaml.safe_dump({
         "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {"y": {"head": "raw"}}}))
-    np.savez(tmp_path / "calib.npz", **smooth_signals(100, 1))
-    np.savez(tmp_path / "val.npz", **smooth_signals(100, 2))
-    options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("tflite",),
+    np.savez(folder / "calib.npz", **data(100, 1))
+    np.savez(folder / "val.npz", **data(100, 2))
+    options = ConvertOptions(calib=folder / "calib.npz", val=folder / "val.npz", formats=("tflite",),
                              method="minmax", min_sqnr_db=0.0)
-    report = convert(model, tmp_path / "out", options, log=lambda line: None)
+    return convert(model, folder / "out", options, log=lambda line: None)
+
+
+@pytest.mark.convert
+def test_int16x8_that_misses_is_made_again_with_rounded_weights(tmp_path):
+    """`edgemm convert` of an ONNX source whose int16x8 TFLite misses 30 dB because of its weights' rounding:
+    made again from the GPTQ-rounded, bias-corrected model (29.5 -> 41.9 dB measured) and kept."""
+    report = _convert_tflite(smooth_conv_chain(tmp_path / "chain.onnx"), smooth_signals, tmp_path)
     entry = report["artifacts"]["int16x8_tflite"]
     (note,) = [n for n in report["notes"] if n.startswith("int16x8 TFLite with GPTQ-rounded")]
     before = float(note.split("SQNR ")[1].split(" dB")[0])
@@ -152,19 +157,10 @@ def test_int16x8_whose_error_is_its_activations_is_not_made_again(tmp_path):
     """A log spectrum in the graph: int16x8 15.4 dB while its weights rounded to nearest alone give 48.7 dB
     (measured). Better-rounded weights cannot close that, and trying costs a second int16x8 validation (DNSMOS:
     minutes), so it is not tried and the note says why (before, it was tried on every miss)."""
-    import yaml
-
-    from converters.convert import ConvertOptions, convert
     from tests.quant_models import log_spectrum_data, log_spectrum_keras
 
     log_spectrum_keras().save(tmp_path / "spectrum.keras")
-    (tmp_path / "spectrum.yaml").write_text(yaml.safe_dump({
-        "version": 2, "inputs": {"x": {"source": "constant", "value": 0}}, "outputs": {"y": {"head": "raw"}}}))
-    np.savez(tmp_path / "calib.npz", **log_spectrum_data(100, 1))
-    np.savez(tmp_path / "val.npz", **log_spectrum_data(100, 2))
-    options = ConvertOptions(calib=tmp_path / "calib.npz", val=tmp_path / "val.npz", formats=("tflite",),
-                             method="minmax", min_sqnr_db=0.0)
-    report = convert(tmp_path / "spectrum.keras", tmp_path / "out", options, log=lambda line: None)
+    report = _convert_tflite(tmp_path / "spectrum.keras", log_spectrum_data, tmp_path)
     entry = report["artifacts"]["int16x8_tflite"]
     (note,) = [n for n in report["notes"] if "weights rounded to nearest alone give" in n]
     alone = float(note.split("alone give ")[1].split(" dB")[0])
