@@ -167,6 +167,15 @@ def _short(error: str, limit: int = 200) -> str:
     return (text if len(text) <= limit else text[: limit - 3] + "...").replace("|", "/")
 
 
+def _not_made(r: dict, key: str, limit: int = 160) -> str | None:
+    """Why convert's notes say artifact `key` was not made, without file paths; None if they do not."""
+    note = next((n for n in r.get("notes", []) if n.startswith(f"{key} not made: ")), None)
+    if note is None:
+        return None
+    text = ": ".join(part for part in note.removeprefix(f"{key} not made: ").split(": ") if not part.startswith("/"))
+    return (text if len(text) <= limit else text[: limit - 3] + "...").replace("|", "/")
+
+
 def _artifact_cells(r: dict, key: str, label: str, stock: bool) -> str | None:
     a = r["artifacts"].get(key)
     if a is None:
@@ -176,6 +185,8 @@ def _artifact_cells(r: dict, key: str, label: str, stock: bool) -> str | None:
             return f"{label} | not made (ONNX only, as above) | | | | |"
         if key.startswith("stock") and not stock:
             return f"{label} | n/a (this edgemm has no --compare-stock) | | | | |"
+        if why := _not_made(r, key):  # the stock tool wrote a model that does not load or run
+            return f"{label} | not made: {why} | | | | | MISS"
         return None
     agreement = "-" if a["agreement"] is None else f"{100 * a['agreement']:.2f} %"
     size = None if a["size_bytes"] is None else a["size_bytes"] / 1024
@@ -209,6 +220,9 @@ def model_note(r: dict) -> str:
         parts.append(f"source {r['source_format']} ({sizes})")
     if r.get("float_accuracy") is not None:
         parts.append(f"float accuracy on the validation media {100 * r['float_accuracy']:.1f} %")
+    parts += [f"edgemm int8 TFLite keeps {n.split(' kept in float')[0].removeprefix('int8 TFLite: ')} in float: "
+              "it does not run in int8 on a calibration sample (the stock TFLite PTQ model, which has it in int8, "
+              "fails on the device)" for n in r.get("notes", []) if "kept in float, it does not run in int8" in n]
     for key, label in ARTIFACTS:
         a, kind = r.get("artifacts", {}).get(key), "float_onnx" if "onnx" in key else "float_tflite"
         if a and r["float_sizes"].get(kind) and a["size_bytes"] > r["float_sizes"][kind]:

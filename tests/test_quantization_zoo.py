@@ -28,3 +28,20 @@ def test_quantization_zoo_short_text_direction():
         a = row["artifacts"][key]
         assert 0.0 <= a["agreement"] <= 1.0 and 0.0 <= a["accuracy"] <= 1.0
         assert -100.0 <= a["drop"] <= 100.0 and 10_000 < a["size_bytes"] < 600_000 and a["seconds"] > 0
+
+
+def test_a_stock_artifact_that_was_not_made_is_a_row_with_why():
+    """The stock tools can write a model that does not load or run (basic-pitch: ONNX Runtime's quantizer
+    renamed a bias onto a tensor; the stock TFLite PTQ DIV fails on a quiet window): the table says so, without
+    file paths, instead of leaving the row out."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import quantization_zoo
+
+    row = {"name": "m", "package": "p==1", "licence": "MIT", "kind": "audio, raw (1)", "samples": (4, 4),
+           "artifacts": {}, "notes": ["stock_int8_onnx not made: /tmp/x/stock_int8.onnx: running it in ort-cpu "
+                                      "failed: /tmp/x/stock_int8.onnx: ONNX Runtime cannot load this model (FAIL)"]}
+    table = quantization_zoo.table([row], stock=True)
+    (line,) = [ln for ln in table.splitlines() if "stock ORT quantize_static" in ln]
+    assert "not made: running it in ort-cpu failed: ONNX Runtime cannot load this model (FAIL)" in line, line
+    assert "/tmp" not in line and line.rstrip(" |").endswith("MISS"), line
+    assert "stock TFLite PTQ" not in table  # no note about it: no row
