@@ -100,8 +100,12 @@ def correct(source: Path, target: Path, calib: dict[str, np.ndarray], per_channe
             eps = (new - w).astype(np.float64)
             w = new if rounds else w
             mean_map = maps.get(node.input[0])
-            shift = (0.0 if not bias else _conv_shift(eps, means[(node.input[0], 1)], attr(node, "group", 1))
-                     if mean_map is None else _conv_response(node, eps, mean_map, opset))
+            if not bias:
+                shift = 0.0
+            elif mean_map is None:
+                shift = _conv_shift(eps, means[(node.input[0], 1)], attr(node, "group", 1))
+            else:
+                shift = _conv_response(node, eps, mean_map, opset)
             new_bias = layer_bias - shift
         else:
             trans_b = node.op_type == "Gemm" and attr(node, "transB", 0)

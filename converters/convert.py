@@ -715,8 +715,8 @@ class _Run:
         try:  # tf2onnx or onnx2tf may refuse a model
             if current is not None and self.stage("weight_rounding", bias_correction.correct, self.float_onnx(),
                                                   nearest, self.calib.inputs, True, False, False, False):
-                alone = onnx_ranges.keep_closer(self.float_onnx(), {"nearest": nearest}, self.calib.inputs)
-                alone = alone["held_out_output_sqnr_db"]["nearest"]
+                alone = onnx_ranges.held_out_sqnr_db(self.float_onnx(), {"nearest": nearest}, self.calib.inputs)
+                alone = round(alone["nearest"], 2)
                 if alone >= current + ACTIVATIONS_DOMINATE_DB:
                     self.notes.append(f"int16x8 TFLite {current} dB: weights rounded to nearest alone give {alone} dB "
                                       "(float activations): the error is its activations', so better-rounded "

@@ -70,11 +70,17 @@ def _outputs(model: Path, calib: dict[str, np.ndarray], samples: np.ndarray) -> 
     return {name: np.concatenate([r[k] for r in runs]) for k, name in enumerate(names)}
 
 
+def held_out_sqnr_db(float_model: Path, variants: dict[str, Path], calib: dict[str, np.ndarray]) -> dict:
+    """Each variant's outputs against the float model's on the held-out calibration samples: the SQNR of the
+    worst output, by variant name."""
+    held = ranges.held_out_samples(len(next(iter(calib.values()))))
+    reference = _outputs(float_model, calib, held)
+    return {name: ranges.output_error_db(reference, _outputs(path, calib, held)) for name, path in variants.items()}
+
+
 def keep_closer(float_model: Path, variants: dict[str, Path], calib: dict[str, np.ndarray]) -> dict:
     """Which quantized variant's outputs are closer to the float model's on the held-out calibration samples
     (SQNR of the worst output; ties keep the first)."""
-    held = ranges.held_out_samples(len(next(iter(calib.values()))))
-    reference = _outputs(float_model, calib, held)
-    sqnr = {name: ranges.output_error_db(reference, _outputs(path, calib, held)) for name, path in variants.items()}
+    sqnr = held_out_sqnr_db(float_model, variants, calib)
     kept = max(sqnr, key=sqnr.__getitem__)
     return {"held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept}
