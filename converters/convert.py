@@ -80,6 +80,8 @@ class ConvertOptions:
     equalize: bool = True  # cross-layer equalisation of ONNX sources (Conv -> ReLU -> Conv)
     bias_correction: str = "auto"  # auto | on | off: int8 ONNX from a bias-corrected float model; auto: when the
     # int8 ONNX misses the target, kept only if closer
+    qat: str = "auto"  # auto | on | off: quantization-aware fine-tuning of the int8 TFLite; auto: when it misses
+    qat_seconds: float = 300.0  # at most this long
     int16x8: str = "auto"  # auto | on | off: int16x8.tflite (16-bit activations); auto: when int8 misses and the
     # target is not the Edge TPU
     target: str | None = None  # device profile name (firmware_configs/NAME.yaml)
@@ -479,9 +481,11 @@ class _Run:
             self.notes.append(f"int8 TFLite: {failed['type']} {failed['op']!r} kept in float, it does not run in int8 "
                               f"({failed['why']}); the Edge TPU runs only the ops before it")
             self.log("  " + self.notes[-1])
+        o = self.options
+        if o.qat == "on" or (o.qat == "auto" and self.misses(self.artifacts["int8_tflite"])):
+            self.tflite_qat(int8_path, graph, lay)
         self.edgetpu(int8_path)
         self.int16x8(graph, lay)
-        o = self.options
         if o.keep_float == "auto" and o.max_accuracy_drop is not None and self.misses(self.artifacts["int8_tflite"]):
             if self.for_edgetpu():
                 self.notes.append("int8 TFLite misses the accuracy budget; the Edge TPU has no float ops, so no "
@@ -742,18 +746,38 @@ class _Run:
                           f"{closeness(before)} -> {closeness(after)}: " + ("kept" if kept else "not kept (no closer)"))
         self.log("  " + self.notes[-1])
 
+    def tflite_qat(self, int8_path: Path, graph: saved_model.Graph, lay: layout.ArtifactLayout) -> None:
+        """int8.tflite made again with quantization-aware fine-tuning as a candidate (converters/qat.py); the
+        version closer to the float model on the validation samples is kept."""
+        old = self.artifacts["int8_tflite"]
+        per_channel = "per-channel" in old["quantization"]["weights"]
+        new, kept = self.keep_closer("int8_tflite", int8_path, lambda: self.quantize_tflite(
+            int8_path, per_channel, graph, lay, qat_seconds=self.options.qat_seconds))
+        qat = new["quantization"]["ranges"].get("qat") or {}
+        if "skipped" in qat:
+            self.notes.append(f"int8 TFLite: no quantization-aware fine-tuning: {qat['skipped']}")
+        else:
+            held = qat["held_out_sqnr_db"]
+            self.notes.append(f"int8 TFLite: quantization-aware fine-tuning ({qat['epochs']} epochs, {qat['seconds']} s "
+                              f"on the calibration samples; held-out {held['before']} -> {held['after']} dB simulated): "
+                              f"{closeness(new)} against {closeness(old)} without, " + ("kept" if kept else "not kept"))
+        self.log("  " + self.notes[-1])
+
     def quantize_tflite(self, int8_path: Path, per_channel: bool, graph: saved_model.Graph,
-                        lay: layout.ArtifactLayout) -> None:
+                        lay: layout.ArtifactLayout, qat_seconds: float = 0.0) -> None:
         granularity = "per-channel" if per_channel else "per-tensor"
         method = self.options.method
         self.log(f"quantizing to full-int8 TFLite ({len(self.calib)} calibration samples keyed by input name, "
-                 f"{granularity} weights, {method} activation ranges)")
+                 f"{granularity} weights, {method} activation ranges"
+                 + (f", quantization-aware fine-tuning for at most {qat_seconds:g} s)" if qat_seconds else ")"))
         calib = layout.to_artifact(self.calib.inputs, lay.inputs)
         start = time.perf_counter()
         chosen = self.stage("quantize_tflite", export.write_tflite, graph, int8_path, calib, True, per_channel,
-                            self.counter("calibrating int8 TFLite"), method)
+                            self.counter("calibrating int8 TFLite"), method, qat_seconds=qat_seconds)
         failed = (chosen or {}).get("failed_in_int8", [])
         scheme = f"int8 PTQ, {len(failed)} ops in float (they do not run in int8)" if failed else "full-int8 PTQ"
+        if qat_seconds and "skipped" not in (chosen or {}).get("qat", {"skipped": ""}):
+            scheme = "full-int8, quantization-aware fine-tuned"
         self.record("int8_tflite", int8_path, "tflite", "mixed" if failed else "int8",
                     quantize_seconds=round(time.perf_counter() - start, 2),
                     quantization={"scheme": scheme, "weights": f"int8 {granularity} symmetric",

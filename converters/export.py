@@ -107,7 +107,7 @@ def tflite_converter(graph, calib: dict[str, np.ndarray] | None, full_int8: bool
 
 def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, full_int8: bool = True,
                  per_channel: bool = True, progress: Update | None = None, method: str | None = None,
-                 float_nodes: tuple[str, ...] = ()) -> dict | None:
+                 float_nodes: tuple[str, ...] = (), qat_seconds: float = 0.0) -> dict | None:
     """TFLite from a SavedModel (see tflite_converter), written atomically; `progress` counts calibration.
 
     method (full int8 only): None is the converter's own calibration and quantization, as stock; a method
@@ -116,7 +116,8 @@ def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, 
     Returns what tflite_ranges measured (None for the converter's own).
     float_nodes: ops to leave in float (tflite_ranges.quantize); the model's inputs and outputs are then float
     too (for CPU/GPU targets: an int8 input quantizes a waveform before a front end kept in float could help,
-    and DNSMOS's quiet speech is lost there)."""
+    and DNSMOS's quiet speech is lost there).
+    qat_seconds: also try quantization-aware fine-tuning for at most that long (tflite_ranges.quantize)."""
     chosen = None
     try:
         converter = tflite_converter(graph, calib, full_int8, per_channel, progress)
@@ -128,7 +129,7 @@ def write_tflite(graph, path: Path, calib: dict[str, np.ndarray] | None = None, 
             methods = ranges.CANDIDATES if method == "auto" else (method or "minmax",)
             io = tf.float32 if float_nodes else tf.int8  # float ops at an end: no int8 step on the waveform
             flatbuffer, chosen = tflite_ranges.quantize(converter, calib, per_channel, io, io, progress,
-                                                        methods, float_nodes)
+                                                        methods, float_nodes, qat_seconds)
         else:
             flatbuffer = converter.convert()
     except InputError:

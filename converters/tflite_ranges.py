@@ -148,7 +148,7 @@ def _outputs(model: bytes, calib: dict[str, np.ndarray], samples, work: Path, ke
 MAX_FAILED_OPS = 4  # ops LiteRT refuses to run in int8 that are kept in float, one at a time
 
 
-def _running(sources: dict[str, bytes], quantize, calib: dict[str, np.ndarray], count: int,
+def _running(calibrated: bytes, sources: dict[str, bytes], quantize, calib: dict[str, np.ndarray], count: int,
              float_nodes: tuple[str, ...]) -> tuple[str, bytes, dict[str, float], list[dict]]:
     """Each calibrated model of `sources` quantized (`quantize(source, denylist)`), run on the held-out
     calibration samples and measured against the float model; the closest one ("chosen" on a tie) run on
@@ -161,7 +161,7 @@ def _running(sources: dict[str, bytes], quantize, calib: dict[str, np.ndarray], 
 
     held, failed = ranges.held_out_samples(count), []
     with tempfile.TemporaryDirectory(prefix="edgemm-ranges-") as tmp:
-        reference = _outputs(sources["minmax"], calib, held, Path(tmp))  # the calibrated model computes in float
+        reference = _outputs(calibrated, calib, held, Path(tmp))  # the calibrated model computes in float
         while True:
             denylist = [*float_nodes, *(f["op"] for f in failed)]
             variants = {name: quantize(source, denylist) for name, source in sources.items()}
@@ -181,9 +181,33 @@ def _running(sources: dict[str, bytes], quantize, calib: dict[str, np.ndarray], 
 WORST = 10  # tensors listed in the report, and the candidates for keeping layers in float
 
 
+def _tuned(sources: dict[str, bytes], calib: dict[str, np.ndarray], per_channel: bool, seconds: float,
+           progress: Update | None) -> tuple[bytes | None, dict]:
+    """A calibrated model after quantization-aware fine-tuning (converters/qat.py), from the ranges of
+    whichever of `sources` is closer: its weights and ranges trained, the graph's inputs and outputs keeping
+    theirs. (None, why) for a model qat cannot compute."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from converters import qat, tflite_graph
+
+    def stats(source: bytes) -> dict[int, tuple[float, float]]:
+        tensors = flatbuffer_utils.convert_bytearray_to_object(bytearray(source)).subgraphs[0].tensors
+        return {i: (float(t.quantization.min[0]), float(t.quantization.max[0])) for i, t in enumerate(tensors)
+                if t.type == 0 and t.quantization is not None and t.quantization.min is not None
+                and len(t.quantization.min) == 1}
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(sources["minmax"]))
+    try:
+        measured = qat.tune(model, calib, {name: stats(s) for name, s in sources.items()}, set(_statistics(model)),
+                            per_channel, seconds, progress)
+    except tflite_graph.Unsupported as e:
+        return None, {"skipped": str(e)}
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), measured
+
+
 def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_type, output_type,
              progress: Update | None = None, methods: tuple[str, ...] = ranges.CANDIDATES,
-             float_nodes: tuple[str, ...] = ()) -> tuple[bytes, dict]:
+             float_nodes: tuple[str, ...] = (), qat_seconds: float = 0.0) -> tuple[bytes, dict]:
     """int8 TFLite from a configured converter (optimizations, representative dataset, supported ops set):
     calibrate, choose ranges among `methods`, quantize, and keep whichever of that and min/max ranges is
     closer to the float model on the held-out samples. Returns the flatbuffer and what was measured,
@@ -211,18 +235,25 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
     sources = {"minmax": calibrated}
     if tuple(methods) != ("minmax",):  # else the chosen ranges are the calibrated min/max
         sources["chosen"] = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    tuned = None
+    if qat_seconds > 0 and not float_nodes:
+        tuned, qat_measured = _tuned(dict(sources), calib, per_channel, qat_seconds, None)
+        if tuned is not None:
+            sources["qat"] = tuned
 
     def quantize(source: bytes, denylist: list[str]) -> bytes:
         return tflite_convert.mlir_quantize(source, not per_channel, input_data_type=input_type,
                                             output_data_type=output_type, denylisted_nodes=denylist or None)
 
-    kept, flatbuffer, sqnr, failed = _running(sources, quantize, calib, count, float_nodes)
-    own = {int(i): ranges.own_sqnr_db(hists[i], c.error if kept == "chosen" else c.minmax_error)
+    variants = {"qat": tuned} if tuned is not None else sources
+    kept, flatbuffer, sqnr, failed = _running(calibrated, variants, quantize, calib, count, float_nodes)
+    own = {int(i): ranges.own_sqnr_db(hists[i], c.error if kept != "minmax" else c.minmax_error)
            for i, c in choices.items()}
     nodes, front = _nodes_around(model), before_log(model)
     ranked = [{"tensor": tensors[i].name.decode(), "own_sqnr_db": round(db, 2), "nodes": nodes.get(i, [])}
               for i, db in sorted(own.items(), key=lambda item: item[1])]
-    return flatbuffer, ranges.summary(choices) | {
+    qat = {"qat": qat_measured} if qat_seconds > 0 and not float_nodes else {}
+    return flatbuffer, ranges.summary(choices) | qat | {
         "held_out_output_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "kept": kept,
         "worst": ranked[:WORST], "before_log": front, "failed_in_int8": failed,
         # the candidates for float after the front end: basic-pitch's 10 worst are all in its CQT

@@ -132,6 +132,12 @@ def _size(text: str | None) -> int | None:
 @click.option("--int16x8", "int16x8", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Also write int16x8.tflite (16-bit activations, for CPU/GPU TFLite targets); auto: when int8 TFLite "
               "misses 99 % agreement / 30 dB / the accuracy budget and --target is not an Edge TPU.")
+@click.option("--qat", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Quantization-aware fine-tuning of the int8 TFLite's weights and ranges on the calibration samples "
+              "(the Edge TPU's only lever: full int8), kept only if closer; auto: when int8 TFLite misses 99 % "
+              "agreement / 30 dB / the accuracy budget.")
+@click.option("--qat-seconds", "qat_seconds", type=click.FloatRange(min=1.0), default=300.0, show_default=True,
+              help="Longest quantization-aware fine-tuning (epochs stop before it would run over).")
 @click.option("--equalize/--no-equalize", default=True, show_default=True,
               help="ONNX sources: cross-layer equalisation of Conv -> ReLU -> Conv pairs before quantizing (the same "
               "function, channel ranges evened out).")
@@ -146,7 +152,8 @@ def _size(text: str | None) -> int | None:
 def convert(model, out, calib, val, train, calib_samples, method, per_channel, tflite_weights, reduce_range, keep_float,
             keep_float_steps,
             max_accuracy_drop, max_size, require_edgetpu_mappable, formats, spec, input_shapes, custom_code, min_agreement, min_sqnr, prune, distill, student, epochs,
-            temperature, alpha, target, int16x8, equalize, bias_correction, compare_stock, as_json) -> None:
+            temperature, alpha, target, int16x8, qat, qat_seconds, equalize, bias_correction, compare_stock,
+            as_json) -> None:
     """Quantize MODEL to int8 TFLite and int8 ONNX, validate, and apply CI gates.
 
     MODEL: .keras, .h5/.hdf5 (Keras 3, or legacy tf_keras in a child process), a SavedModel
@@ -180,7 +187,8 @@ def convert(model, out, calib, val, train, calib_samples, method, per_channel, t
         input_shapes=tuple(input_shapes), custom_code=custom_code,
         min_agreement=min_agreement, min_sqnr_db=min_sqnr,
         prune=prune or None, distill=distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha,
-        compare_stock=compare_stock, int16x8=int16x8, equalize=equalize, bias_correction=bias_correction,
+        compare_stock=compare_stock, int16x8=int16x8, qat=qat, qat_seconds=qat_seconds, equalize=equalize,
+        bias_correction=bias_correction,
     )
     if student is not None and not distill:
         raise click.BadParameter("a student is trained by distillation: add --distill", param_hint="--student")

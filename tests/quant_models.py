@@ -236,3 +236,49 @@ def _save(graph, path: Path, opset: int) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def many_ops_cnn(classes: int = 8):
+    """A small image classifier with the ops of common vision CNNs (conv + batch norm + ReLU, depthwise and
+    separable convs, pools, residual add, gating multiply, concat, zero padding, PReLU, leaky ReLU, ReLU6,
+    hard swish, sigmoid, tanh, flatten, dense, softmax), random weights: converters/tflite_graph.py computes
+    each of them."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = keras.Input((16, 16, 3), name="x")
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(x), training=False))
+    h = L.ZeroPadding2D(1)(h)
+    h = L.DepthwiseConv2D(3, activation="relu6")(h)
+    h = L.Add()([h, L.PReLU(shared_axes=[1, 2])(L.Conv2D(16, 1)(h))])
+    h = L.Multiply()([h, L.Activation("sigmoid")(L.Conv2D(16, 1)(h))])
+    h = L.Concatenate()([L.SeparableConv2D(8, 3, padding="same")(h), L.LeakyReLU(0.1)(L.Conv2D(8, 1)(h))])
+    h = L.Activation("hard_swish")(L.MaxPooling2D(2)(h))
+    h = L.Activation("tanh")(L.AveragePooling2D(2)(h))
+    g = L.GlobalAveragePooling2D()(h)
+    h = L.Dense(16, activation="relu")(L.Flatten()(h))
+    return keras.Model(x, L.Dense(classes, activation="softmax", name="probs")(L.Concatenate()([h, g])))
+
+
+def cnn_images(n: int, seed: int) -> np.ndarray:
+    """Smooth random 16x16 RGB images (a few low-frequency components and noise)."""
+    rng = np.random.default_rng(seed)
+    u = np.linspace(0, np.pi, 16)
+    waves = np.stack([np.outer(np.cos(a * u), np.cos(b * u)) for a in range(3) for b in range(3)])  # 9 x 16 x 16
+    images = np.einsum("nkc,khw->nhwc", rng.normal(0, 1, (n, 9, 3)), waves)
+    return (images + 0.1 * rng.normal(0, 1, images.shape)).astype(np.float32)
+
+
+def small_cnn():
+    """Conv + batch norm + ReLU -> separable conv -> max pool -> conv -> global average -> Dense(8), random
+    weights: in int8 its error is spread over every layer, where fine-tuning with fake quantization helps."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x = keras.Input((16, 16, 3), name="x")
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(x), training=False))
+    h = L.MaxPooling2D(2)(L.SeparableConv2D(32, 3, padding="same", activation="relu")(h))
+    h = L.GlobalAveragePooling2D()(L.Conv2D(32, 3, padding="same", activation="relu")(h))
+    return keras.Model(x, L.Dense(8, name="logits")(h))
