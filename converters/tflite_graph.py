@@ -159,6 +159,7 @@ class Graph:
             "LOGISTIC": lambda op, i, v, o: tf.sigmoid(v(i[0])),
             "TANH": lambda op, i, v, o: tf.tanh(v(i[0])),
             "RESHAPE": reshape, "CONCATENATION": concat,
+            "TRANSPOSE": lambda op, i, v, o: tf.transpose(v(i[0]), self.constants[i[1]]),
             "PAD": lambda op, i, v, o: tf.pad(v(i[0]), self.constants[i[1]]),
         }
         return {getattr(self.builtin, name): fn for name, fn in by_name.items()}
