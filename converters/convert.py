@@ -188,6 +188,7 @@ class _Run:
         self.int16x8_error: str | None = None  # why int16x8.tflite could not be made
         self.float_layers_tried = 0  # int8 ONNX layers --keep-float auto tried in float
         self.float_steps_ran_out = False  # it stopped at --keep-float-steps with layers left to try
+        self.qat_tried: str | None = None  # what quantization-aware fine-tuning of the int8 TFLite came to
         self.work = Path(work)  # intermediate files (removed by the caller)
 
     def counter(self, step: str) -> Update | None:
@@ -638,14 +639,24 @@ class _Run:
         on the CPU outside the model is the fix that is not training (mixed.tflite, made for other targets,
         measures it: DNSMOS 6.5 -> 32.4 dB)."""
         front = ((entry.get("quantization") or {}).get("ranges") or {}).get("before_log") or []
+        training = self.training_fix()
         if not front:
-            return ("none for the Edge TPU, which runs full int8 only: quantization-aware training of the source "
-                    "model (not built into edgemm)")
+            return f"none for the Edge TPU, which runs full int8 only: {training}"
         return (f"the Edge TPU runs full int8 only, and this model computes its own features: {len(front)} ops "
                 f"before a LOG ({front[0]} ... {front[-1]}); export the model from the LOG's output on and compute "
                 "the features on the CPU (the spec's input transforms), so that the rest runs in int8 "
                 "(--keep-float auto without an Edge TPU --target measures it: mixed.tflite keeps those ops in "
-                "float); else quantization-aware training of the source model (not built into edgemm)")
+                f"float); else {training}")
+
+    def training_fix(self) -> str:
+        """What training can still do for a full-int8 TFLite that misses: --qat when it did not run; when it
+        ran, what it came to, and that training the source model itself (on its training data, for longer) is
+        the step beyond it."""
+        if self.qat_tried is None:
+            return (f"--qat on (quantization-aware fine-tuning of the int8 TFLite on the calibration samples, at most "
+                    f"--qat-seconds {self.options.qat_seconds:g})")
+        return (f"{self.qat_tried}; quantization-aware training of the source model on its training data (not "
+                "built into edgemm)")
 
     def tflite_fix(self, entry: dict, budget: float) -> str:
         """The fix a CPU/GPU TFLite target has when int8.tflite misses: the artifacts made beside it that meet
@@ -666,8 +677,8 @@ class _Run:
                     + (f"; not int16x8: {self.int16x8_error}" if self.int16x8_error else ""))
         if "int16x8_tflite" not in self.artifacts and not self.int16x8_error:
             return "--int16x8 on, for CPU/GPU TFLite targets" + missing
-        return (f"none found: closest on CPU/GPU targets {named[0]}; quantization-aware training (not built "
-                "into edgemm)" if named else f"none found: {self.int16x8_error}")
+        return (f"none found: closest on CPU/GPU targets {named[0]}; {self.training_fix()}" if named
+                else f"none found: {self.int16x8_error}")
 
     def int16x8(self, graph: saved_model.Graph, lay: layout.ArtifactLayout) -> None:
         """int16x8.tflite: always (on), never (off), or when the int8 TFLite misses the target on a target that
@@ -755,8 +766,10 @@ class _Run:
             int8_path, per_channel, graph, lay, qat_seconds=self.options.qat_seconds))
         qat = new["quantization"]["ranges"].get("qat") or {}
         if "skipped" in qat:
+            self.qat_tried = f"--qat could not run ({qat['skipped']})"
             self.notes.append(f"int8 TFLite: no quantization-aware fine-tuning: {qat['skipped']}")
         else:
+            self.qat_tried = f"quantization-aware fine-tuning (--qat) came to {closeness(new)}"
             held = qat["held_out_sqnr_db"]
             self.notes.append(f"int8 TFLite: quantization-aware fine-tuning ({qat['epochs']} epochs, {qat['seconds']} s "
                               f"on the calibration samples; held-out {held['before']} -> {held['after']} dB simulated): "
