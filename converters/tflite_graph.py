@@ -158,6 +158,9 @@ class Graph:
             "HARD_SWISH": lambda op, i, v, o: v(i[0]) * tf.nn.relu6(v(i[0]) + 3.0) / 6.0,
             "LOGISTIC": lambda op, i, v, o: tf.sigmoid(v(i[0])),
             "TANH": lambda op, i, v, o: tf.tanh(v(i[0])),
+            "ABS": lambda op, i, v, o: tf.abs(v(i[0])),  # onnx2tf writes PReLU with it (iris_landmark)
+            "NEG": lambda op, i, v, o: -v(i[0]),
+            "SQUARE": lambda op, i, v, o: tf.square(v(i[0])),
             "RESHAPE": reshape, "CONCATENATION": concat,
             "TRANSPOSE": lambda op, i, v, o: tf.transpose(v(i[0]), self.constants[i[1]]),
             "PAD": lambda op, i, v, o: tf.pad(v(i[0]), self.constants[i[1]]),

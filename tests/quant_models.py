@@ -240,7 +240,7 @@ def _save(graph, path: Path, opset: int) -> Path:
 
 def many_ops_cnn(classes: int = 8):
     """A small image classifier with the ops of common vision CNNs (conv + batch norm + ReLU, depthwise and
-    separable convs, pools, residual add, gating multiply, concat, transpose, zero padding, PReLU, leaky ReLU, ReLU6,
+    separable convs, pools, residual add, gating multiply, concat, transpose, zero padding, abs, PReLU, leaky ReLU, ReLU6,
     hard swish, sigmoid, tanh, flatten, dense, softmax), random weights: converters/tflite_graph.py computes
     each of them."""
     import keras
@@ -252,7 +252,7 @@ def many_ops_cnn(classes: int = 8):
     h = L.ZeroPadding2D(1)(h)
     h = L.DepthwiseConv2D(3, activation="relu6")(h)
     h = L.Add()([h, L.PReLU(shared_axes=[1, 2])(L.Conv2D(16, 1)(h))])
-    h = L.Multiply()([h, L.Activation("sigmoid")(L.Conv2D(16, 1)(h))])
+    h = L.Multiply()([L.Activation(keras.ops.abs)(h), L.Activation("sigmoid")(L.Conv2D(16, 1)(h))])
     h = L.Concatenate()([L.SeparableConv2D(8, 3, padding="same")(h), L.LeakyReLU(0.1)(L.Conv2D(8, 1)(h))])
     h = L.Activation("hard_swish")(L.MaxPooling2D(2)(h))
     h = L.Activation("tanh")(L.AveragePooling2D(2)(L.Permute((2, 1, 3))(h)))
