@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters import calibration, export, layer_error, metrics, saved_model
+from converters import calibration, export, layer_error, metrics, qat, saved_model
 from converters.child import run_in_child
 from converters.gates import check_gates, gate_message, summary_table  # noqa: F401 (summary_table: CLI)
 from converters.output_dir import OutputDir
@@ -764,14 +764,17 @@ class _Run:
         per_channel = "per-channel" in old["quantization"]["weights"]
         new, kept = self.keep_closer("int8_tflite", int8_path, lambda: self.quantize_tflite(
             int8_path, per_channel, graph, lay, qat_seconds=self.options.qat_seconds))
-        qat = new["quantization"]["ranges"].get("qat") or {}
-        if "skipped" in qat:
-            self.qat_tried = f"--qat could not run ({qat['skipped']})"
-            self.notes.append(f"int8 TFLite: no quantization-aware fine-tuning: {qat['skipped']}")
+        tuned = new["quantization"]["ranges"].get("qat") or {}
+        if "skipped" in tuned:
+            self.qat_tried = f"--qat could not run ({tuned['skipped']})"
+            self.notes.append(f"int8 TFLite: no quantization-aware fine-tuning: {tuned['skipped']}")
         else:
             self.qat_tried = f"quantization-aware fine-tuning (--qat) came to {closeness(new)}"
-            held = qat["held_out_sqnr_db"]
-            self.notes.append(f"int8 TFLite: quantization-aware fine-tuning ({qat['epochs']} epochs, {qat['seconds']} s "
+            if tuned["epochs"] < qat.EPOCHS:
+                self.qat_tried += (f" in {tuned['epochs']} of {qat.EPOCHS} epochs: --qat-seconds "
+                                   f"{2 * self.options.qat_seconds:g} gives it more")
+            held = tuned["held_out_sqnr_db"]
+            self.notes.append(f"int8 TFLite: quantization-aware fine-tuning ({tuned['epochs']} epochs, {tuned['seconds']} s "
                               f"on the calibration samples; held-out {held['before']} -> {held['after']} dB simulated): "
                               f"{closeness(new)} against {closeness(old)} without, " + ("kept" if kept else "not kept"))
         self.log("  " + self.notes[-1])

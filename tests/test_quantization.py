@@ -366,6 +366,7 @@ def test_an_edge_tpu_miss_from_a_front_end_in_the_graph_names_moving_the_feature
     front = report["artifacts"]["int8_tflite"]["quantization"]["ranges"]["before_log"]
     assert f"computes its own features: {len(front)} ops before a LOG" in miss["fix"], miss
     assert front[0] in miss["fix"] and front[-1] in miss["fix"] and "compute the features on the CPU" in miss["fix"]
+    assert "else --qat could not run (op " in miss["fix"], miss  # --qat auto ran: the graph's LOG stopped it
 
 
 @pytest.mark.convert
