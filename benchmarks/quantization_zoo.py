@@ -223,6 +223,8 @@ def model_note(r: dict) -> str:
     parts += [f"edgemm int8 TFLite keeps {n.split(' kept in float')[0].removeprefix('int8 TFLite: ')} in float: "
               "it does not run in int8 on a calibration sample (the stock TFLite PTQ model, which has it in int8, "
               "fails on the device)" for n in r.get("notes", []) if "kept in float, it does not run in int8" in n]
+    parts += [f"edgemm int8 TFLite: {n.removeprefix('int8 TFLite: ')}" for n in r.get("notes", [])
+              if n.startswith("int8 TFLite:") and "quantization-aware fine-tuning" in n]
     for key, label in ARTIFACTS:
         a, kind = r.get("artifacts", {}).get(key), "float_onnx" if "onnx" in key else "float_tflite"
         if a and r["float_sizes"].get(kind) and a["size_bytes"] > r["float_sizes"][kind]:
