@@ -22,12 +22,13 @@ from edgemm.progress import Update
 from edgemm.samples import model_ranks, sample
 
 
-def _statistics(model) -> dict[int, object]:
-    """Tensor index -> tensor, for the activations of the first subgraph that have calibration statistics."""
+def _statistics(model, ends: bool = False) -> dict[int, object]:
+    """Tensor index -> tensor, for the activations of the first subgraph that have calibration statistics; the
+    graph's inputs and outputs only with `ends`."""
     graph = model.subgraphs[0]
-    ends = set(map(int, graph.inputs)) | set(map(int, graph.outputs))
+    left_out = set() if ends else set(map(int, graph.inputs)) | set(map(int, graph.outputs))
     return {i: t for i, t in enumerate(graph.tensors)
-            if i not in ends and t.quantization is not None and t.quantization.min is not None
+            if i not in left_out and t.quantization is not None and t.quantization.min is not None
             and len(t.quantization.min) == 1}
 
 
@@ -181,8 +182,8 @@ def _running(calibrated: bytes, sources: dict[str, bytes], quantize, calib: dict
 WORST = 10  # tensors listed in the report, and the candidates for keeping layers in float
 
 
-def _tuned(sources: dict[str, bytes], calib: dict[str, np.ndarray], per_channel: bool, seconds: float,
-           progress: Update | None) -> tuple[bytes | None, dict]:
+def _tuned(sources: dict[str, bytes], calib: dict[str, np.ndarray], per_channel: bool,
+           seconds: float) -> tuple[bytes | None, dict]:
     """A calibrated model after quantization-aware fine-tuning (converters/qat.py), from the ranges of
     whichever of `sources` is closer: its weights and ranges trained, the graph's inputs and outputs keeping
     theirs. (None, why) for a model qat cannot compute."""
@@ -191,15 +192,17 @@ def _tuned(sources: dict[str, bytes], calib: dict[str, np.ndarray], per_channel:
     from converters import qat, tflite_graph
 
     def stats(source: bytes) -> dict[int, tuple[float, float]]:
-        tensors = flatbuffer_utils.convert_bytearray_to_object(bytearray(source)).subgraphs[0].tensors
-        return {i: (float(t.quantization.min[0]), float(t.quantization.max[0])) for i, t in enumerate(tensors)
-                if t.type == 0 and t.quantization is not None and t.quantization.min is not None
-                and len(t.quantization.min) == 1}
+        model = flatbuffer_utils.convert_bytearray_to_object(bytearray(source))
+        return {i: (float(t.quantization.min[0]), float(t.quantization.max[0]))
+                for i, t in _statistics(model, ends=True).items()}
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(sources["minmax"]))
+    held = ranges.held_out_samples(len(next(iter(calib.values()))))
+    with tempfile.TemporaryDirectory(prefix="edgemm-qat-") as tmp:
+        litert = _outputs(sources["minmax"], calib, held, Path(tmp))  # what the graph must compute
     try:
         measured = qat.tune(model, calib, {name: stats(s) for name, s in sources.items()}, set(_statistics(model)),
-                            per_channel, seconds, progress)
+                            per_channel, seconds, litert)
     except tflite_graph.Unsupported as e:
         return None, {"skipped": str(e)}
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), measured
@@ -237,9 +240,7 @@ def quantize(converter, calib: dict[str, np.ndarray], per_channel: bool, input_t
         sources["chosen"] = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     tuned = None
     if qat_seconds > 0 and not float_nodes:
-        tuned, qat_measured = _tuned(dict(sources), calib, per_channel, qat_seconds, None)
-        if tuned is not None:
-            sources["qat"] = tuned
+        tuned, qat_measured = _tuned(sources, calib, per_channel, qat_seconds)
 
     def quantize(source: bytes, denylist: list[str]) -> bytes:
         return tflite_convert.mlir_quantize(source, not per_channel, input_data_type=input_type,

@@ -102,3 +102,19 @@ def test_fine_tuning_brings_the_int8_tflite_closer_and_convert_keeps_it(tmp_path
     convert(tmp_path / "cnn.keras", tmp_path / "short", options, log=lambda line: None)
     report = json.loads((tmp_path / "short" / "report.json").read_text())
     assert report["artifacts"]["int8_tflite"]["quantization"]["ranges"]["qat"]["epochs"] <= 1
+
+
+def test_a_graph_that_computes_otherwise_than_litert_is_not_trained(tmp_path, monkeypatch):
+    """Fine-tuning towards a function the model does not compute would train the wrong thing: the graph is
+    checked against LiteRT's run of the same float model first. Here its fused activations are made to do
+    nothing (an op read wrong, which the real op table must never do)."""
+    from converters import export, saved_model, tflite_graph
+    from edgemm.binding import Tensor
+
+    monkeypatch.setattr(tflite_graph, "_activation", lambda tf, x, fused: x)
+    path = export.export_saved_model(quant_models.small_cnn(), tmp_path / "sm")
+    graph = saved_model.Graph(path, [Tensor("x", (1, 16, 16, 3), "float32")])
+    chosen = export.write_tflite(graph, tmp_path / "m.tflite", {"x": quant_models.cnn_images(64, 1)}, method="auto",
+                                 qat_seconds=60)
+    assert chosen["qat"]["skipped"].startswith("its graph computed here is "), chosen["qat"]
+    assert "dB from LiteRT's" in chosen["qat"]["skipped"]
